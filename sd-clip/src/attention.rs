@@ -38,7 +38,8 @@ impl Attention {
         })
     }
 
-    /// `[B, S, C] -> [B, S, C]`; `mask` is the f32 `[S, S]` additive mask from [`causal_mask`].
+    /// `[B, S, C] -> [B, S, C]`; `mask` is the f32 `[S, S]` additive mask from
+    /// [`Attention::causal_mask`].
     pub fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, s, c) = xs.dims3()?;
         let dtype = xs.dtype();
@@ -64,12 +65,12 @@ impl Attention {
             .reshape((b, s, c))?;
         Ok(self.out_proj.forward(&out)?)
     }
-}
 
-/// The additive causal mask `[S, S]` in f32: 0 where key position <= query position, else -inf.
-pub(crate) fn causal_mask(seq_len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..seq_len)
-        .flat_map(|i| (0..seq_len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (seq_len, seq_len), device)?)
+    /// The additive causal mask `[S, S]` in f32: 0 where key position <= query position, else -inf.
+    pub fn causal_mask(seq_len: usize, device: &Device) -> Result<Tensor> {
+        let mask: Vec<f32> = (0..seq_len)
+            .flat_map(|i| (0..seq_len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Ok(Tensor::from_vec(mask, (seq_len, seq_len), device)?)
+    }
 }

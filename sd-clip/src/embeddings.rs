@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::{ClipTextConfig, Error, Result};
 
-/// `CLIPTextEmbeddings`: token_embedding[id] + position_embedding[position], positions 0..S.
+/// `CLIPTextEmbeddings`: `token_embedding[id] + position_embedding[position]`, positions 0..S.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     token_embedding: Tensor,

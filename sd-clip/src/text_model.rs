@@ -5,9 +5,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::attention::causal_mask;
 use crate::weights::{self, WeightLayout};
-use crate::{ClipTextConfig, Embeddings, EncoderLayer, Error, LayerNorm, Result};
+use crate::{Attention, ClipTextConfig, Embeddings, EncoderLayer, Error, LayerNorm, Result};
 
 /// transformers' `CLIPTextModel` (no projection head): the SD 1.x / 2.x text encoder.
 #[derive(Debug, Clone)]
@@ -95,7 +94,7 @@ impl ClipTextModel {
             });
         }
         let mut xs = self.embeddings.forward(input_ids)?.to_dtype(self.dtype)?;
-        let mask = causal_mask(xs.dim(1)?, xs.device())?;
+        let mask = Attention::causal_mask(xs.dim(1)?, xs.device())?;
         for layer in &self.layers[..num_layers + 1 - clip_skip] {
             xs = layer.forward(&xs, &mask)?;
         }
