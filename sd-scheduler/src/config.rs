@@ -211,3 +211,13 @@ impl SchedulerConfig {
             .then_some(self.clip_sample_range)
     }
 }
+
+impl SchedulerConfig {
+    /// The scheduler the config's `_class_name` names: a model folder's default scheduler.
+    pub fn default_kind(&self) -> Result<crate::SchedulerKind> {
+        match &self.class_name {
+            Some(name) => crate::SchedulerKind::from_class_name(name),
+            None => Err(Error::InvalidConfig("the config has no _class_name".into())),
+        }
+    }
+}
