@@ -1,0 +1,61 @@
+//! The single-head self-attention of the VAE's mid block.
+
+use candle_core::{DType, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+
+use crate::error::Result;
+use crate::group_norm::GroupNorm;
+use crate::resnet::VAE_NORM_EPS;
+
+/// diffusers' `Attention(channels, heads=1, dim_head=channels, norm_num_groups, residual_connection,
+/// rescale_output_factor=1)` over the H*W positions of a feature map:
+/// out = x + to_out(softmax(q k^T / sqrt(C)) v), with q, k, v = to_q/k/v(group_norm(x)).
+///
+/// The scores, softmax and weighted sum run in f32 whatever the compute dtype: one 4096x4096
+/// score matrix at 512x512 is where f16 loses most.
+#[derive(Debug, Clone)]
+pub struct MidAttention {
+    group_norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    channels: usize,
+}
+
+impl MidAttention {
+    /// Loads `group_norm`, `to_q`, `to_k`, `to_v`, `to_out.0` under `vb`.
+    pub fn new(channels: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            group_norm: GroupNorm::new(groups, channels, VAE_NORM_EPS, vb.pp("group_norm"))?,
+            to_q: candle_nn::linear(channels, channels, vb.pp("to_q"))?,
+            to_k: candle_nn::linear(channels, channels, vb.pp("to_k"))?,
+            to_v: candle_nn::linear(channels, channels, vb.pp("to_v"))?,
+            to_out: candle_nn::linear(channels, channels, vb.pp("to_out").pp("0"))?,
+            channels,
+        })
+    }
+
+    /// Runs attention on `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let dtype = x.dtype();
+        let tokens = self
+            .group_norm
+            .forward(x)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        let q = f32(self.to_q.forward(&tokens)?)?;
+        let k = f32(self.to_k.forward(&tokens)?)?;
+        let v = f32(self.to_v.forward(&tokens)?)?;
+        let scale = 1.0 / (self.channels as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attended = probs.matmul(&v)?.to_dtype(dtype)?;
+        let out = self.to_out.forward(&attended)?;
+        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
+        Ok((out + x)?)
+    }
+}
