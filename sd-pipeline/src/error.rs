@@ -22,6 +22,14 @@ pub enum Error {
         /// The count that was given.
         got: usize,
     },
+
+    /// The prompt's emphasis could not be read (its weights overflow).
+    #[error("prompt: {0}")]
+    Prompt(#[from] sd_prompt::Error),
+
+    /// The tokenizer failed to load or to tokenize.
+    #[error("tokenizer: {0}")]
+    Tokenize(#[from] sd_tokenize::Error),
 }
 
 /// `Result` with this crate's [`Error`].

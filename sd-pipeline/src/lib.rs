@@ -1,7 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 pub mod error;
+pub mod prompt;
 pub mod rng;
 
 pub use error::{Error, Result};
 pub use rng::TorchRng;
+
+// The leaf crates whose types appear in this crate's API, for users of the facade.
+pub use sd_prompt;
+pub use sd_tokenize;
