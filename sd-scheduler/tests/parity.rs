@@ -142,6 +142,7 @@ fn every_scheduler_matches_diffusers() {
     let fx = fixtures();
     let latents = fx.tensor("latents");
     let mut worst: BTreeMap<String, (f64, String)> = BTreeMap::new();
+    let mut worst_timestep = 0.0f64;
     let mut failures = Vec::new();
     for case in fx.reference["cases"].as_array().unwrap() {
         let key = case["key"].as_str().unwrap();
@@ -162,9 +163,11 @@ fn every_scheduler_matches_diffusers() {
         let mut s = built.unwrap_or_else(|e| panic!("{key}: {e}"));
         let karras = cname == "linspace_karras" && matches!(kname, "lms" | "euler" | "heun");
         let ts_err = max_abs(s.timesteps(), &floats(&case["timesteps"]));
-        // Karras timesteps of the Euler family are fractional, found by inverting float32 log
-        // sigmas (numpy's SIMD log may differ from ours in the last bit): 1e-3 of a timestep.
-        let ts_tol = if karras { 1e-3 } else { 1e-9 };
+        // Karras timesteps of the Euler family are fractional float32 values found by inverting
+        // float32 log sigmas; numpy's SIMD float32 log may differ from ours in the last bit,
+        // which moves a timestep by one float32 ulp (6.1e-5 at t in [512, 1000)): allow two.
+        let ts_tol = if karras { 1.25e-4 } else { 1e-9 };
+        worst_timestep = worst_timestep.max(ts_err);
         if ts_err > ts_tol {
             failures.push(format!(
                 "{key}: timesteps differ by {ts_err}: {:?}",
@@ -217,6 +220,7 @@ fn every_scheduler_matches_diffusers() {
             failures.push(format!("{key}: sample relative L2 error {err:e}"));
         }
     }
+    eprintln!("largest timestep difference: {worst_timestep:e}");
     for (kind, (err, key)) in &worst {
         eprintln!("{kind:16} max relative L2 error {err:.2e} ({key})");
     }
