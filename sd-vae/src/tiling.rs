@@ -198,6 +198,77 @@ mod tests {
         }
     }
 
+    /// A deterministic, non-smooth test pattern `[1, 2, h, w]`.
+    fn pattern(h: usize, w: usize) -> Tensor {
+        let v: Vec<f32> = (0..2 * h * w)
+            .map(|i| ((i as f32 * 12.9898).sin() * 43758.545).fract())
+            .collect();
+        Tensor::from_vec(v, (1, 2, h, w), &Device::Cpu).unwrap()
+    }
+
+    /// "Decodes" by a 3x3 box blur (zero-padded at the tile's edges, like the VAE's convolutions)
+    /// then 8x nearest upsampling: a local stand-in for the decoder.
+    fn blur_up(t: &Tensor) -> Result<Tensor> {
+        let kernel = Tensor::full(1f32 / 9.0, (2, 1, 3, 3), t.device())?;
+        let (_, _, h, w) = t.dims4()?;
+        Ok(t.conv2d(&kernel, 1, 1, 1, 2)?
+            .upsample_nearest2d(8 * h, 8 * w)?)
+    }
+
+    fn opts8() -> TileOptions {
+        TileOptions {
+            sample_size: 64,
+            latent_size: 8,
+            overlap_factor: 0.25,
+        }
+    }
+
+    #[test]
+    fn tiling_a_pointwise_map_is_exact_everywhere() {
+        // Blending two tiles' values for the same pixel gives that value back, so any misplaced
+        // tile, band or crop shows up as a difference on this random pattern.
+        let x = pattern(20, 14);
+        let up = |t: &Tensor| -> Result<Tensor> {
+            let (_, _, h, w) = t.dims4()?;
+            Ok(t.upsample_nearest2d(8 * h, 8 * w)?)
+        };
+        let tiled = opts8().decode_plan().run(&x, up).unwrap();
+        let whole = up(&x).unwrap();
+        assert_eq!(tiled.dims(), &[1, 2, 160, 112]);
+        let diff = (tiled - whole).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn tiling_a_local_map_is_exact_away_from_the_blend_bands() {
+        // Plan: latent tiles of 8 every 6, image tiles of 64 kept to 48, blended over 16 pixels:
+        // tile k's edge effects (one latent pixel = 8 image pixels) fall inside the bands
+        // [48k, 48k + 16), so everything else must equal the untiled map exactly.
+        let x = pattern(20, 14);
+        let tiled = opts8().decode_plan().run(&x, blur_up).unwrap();
+        let whole = blur_up(&x).unwrap();
+        let diff = (tiled - whole).unwrap().abs().unwrap().squeeze(0).unwrap();
+        let diff = diff.max(0).unwrap().to_vec2::<f32>().unwrap();
+        let in_band = |p: usize| p >= 48 && p % 48 < 16;
+        let mut seen_band_difference = false;
+        for (r, row) in diff.iter().enumerate() {
+            for (c, d) in row.iter().enumerate() {
+                if in_band(r) || in_band(c) {
+                    seen_band_difference |= *d > 1e-3;
+                } else {
+                    assert!(
+                        *d < 1e-6,
+                        "difference {d} at ({r}, {c}), outside the blend bands"
+                    );
+                }
+            }
+        }
+        assert!(
+            seen_band_difference,
+            "the tiles' edge effects should show in the bands"
+        );
+    }
+
     #[test]
     fn sd15_defaults_match_diffusers() {
         let opts = TileOptions::for_config(&AutoencoderKlConfig::default());
