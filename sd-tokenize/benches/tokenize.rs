@@ -53,9 +53,11 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
-    c.bench_function("load_bundled_vocabulary", |b| {
-        b.iter(ClipTokenizer::bundled)
-    });
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    group.bench_function("bundled_vocabulary", |b| b.iter(ClipTokenizer::bundled));
+    group.bench_function("default_cached", |b| b.iter(ClipTokenizer::default));
+    group.finish();
 }
 
 criterion_group! {

@@ -39,6 +39,13 @@ pub fn fix_text(text: &str) -> String {
 }
 
 fn fix_segment(segment: &str, unescape: bool) -> String {
+    // Printable ASCII without `&` (or `\r`, or controls) is a fixed point of every fixer: skip the
+    // passes for the common prompt.
+    let untouched =
+        |b: u8| matches!(b, b' '..=b'~' | b'\t' | b'\n' | 0x0C) && (b != b'&' || !unescape);
+    if segment.bytes().all(untouched) {
+        return segment.to_owned();
+    }
     let mut text = segment.to_owned();
     loop {
         let unescaped = if unescape {

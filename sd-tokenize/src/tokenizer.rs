@@ -1,6 +1,7 @@
 //! [`ClipTokenizer`]: cleanup, pre-tokenizer, byte-level BPE, windows.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use fancy_regex::Regex;
 use tokenizers::models::bpe::{Vocab, BPE};
@@ -46,11 +47,15 @@ impl std::fmt::Debug for ClipTokenizer {
 }
 
 impl Default for ClipTokenizer {
-    /// The bundled CLIP vocabulary with eos padding (SD 1.x).
+    /// The bundled CLIP vocabulary with eos padding (SD 1.x). Built once per process (about a
+    /// third of a second), then cloned.
     fn default() -> Self {
+        static BUNDLED: OnceLock<ClipTokenizer> = OnceLock::new();
         // The bundled data is fixed and checked by the tests, so this cannot fail at run time.
         #[allow(clippy::expect_used)]
-        Self::bundled().expect("the bundled CLIP vocabulary builds")
+        BUNDLED
+            .get_or_init(|| Self::bundled().expect("the bundled CLIP vocabulary builds"))
+            .clone()
     }
 }
 
