@@ -30,6 +30,19 @@ pub enum Error {
     /// The tokenizer failed to load or to tokenize.
     #[error("tokenizer: {0}")]
     Tokenize(#[from] sd_tokenize::Error),
+
+    /// A weights file or model folder could not be read, understood or written.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Two models cannot be mixed: a tensor is missing from one or differs in shape.
+    #[error("model mixing: {0}")]
+    Merge(String),
 }
 
 /// `Result` with this crate's [`Error`].

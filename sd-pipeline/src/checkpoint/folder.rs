@@ -1,0 +1,122 @@
+//! Reading a diffusers folder (weights and configs) into [`ModelWeights`].
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use sd_clip::ClipTextConfig;
+use sd_scheduler::SchedulerConfig;
+use sd_unet::UNet2DConditionConfig;
+use sd_vae::AutoencoderKlConfig;
+
+use super::ckpt::CkptFile;
+use super::detect::{Family, ModelKind};
+use super::{checkpoint_error, ConfigOverride, ModelWeights, NamedTensors};
+use crate::error::Result;
+
+/// The first of `names` that exists in `dir`.
+fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
+    let names = [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+        format!("{stem}.bin"),
+        format!("{stem}.fp16.bin"),
+    ];
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let path = first_existing(dir, &refs)
+        .ok_or_else(|| checkpoint_error(dir, format!("no {stem}.safetensors (or .bin) weights")))?;
+    if path.extension().is_some_and(|e| e == "bin") {
+        let ckpt = CkptFile::open(&path)?;
+        let names: Vec<String> = ckpt.tensor_infos().map(|(n, ..)| n.to_string()).collect();
+        names
+            .into_iter()
+            .map(|n| Ok((n.clone(), ckpt.load(&n, &Device::Cpu)?)))
+            .collect()
+    } else {
+        candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| checkpoint_error(&path, format!("cannot read weights: {e}")))
+    }
+}
+
+fn read_json_config<T>(
+    path: &Path,
+    read: impl FnOnce(&Path) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    read(path).map(Some).map_err(|m| checkpoint_error(path, m))
+}
+
+pub(super) fn read_configs(dir: &Path) -> Result<ConfigOverride> {
+    Ok(ConfigOverride {
+        unet: read_json_config(&dir.join("unet/config.json"), |p| {
+            UNet2DConditionConfig::from_file(p).map_err(|e| e.to_string())
+        })?,
+        vae: read_json_config(&dir.join("vae/config.json"), |p| {
+            AutoencoderKlConfig::from_file(p).map_err(|e| e.to_string())
+        })?,
+        text_encoder: read_json_config(&dir.join("text_encoder/config.json"), |p| {
+            ClipTextConfig::from_file(p).map_err(|e| e.to_string())
+        })?,
+        scheduler: read_json_config(&dir.join("scheduler/scheduler_config.json"), |p| {
+            let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+            SchedulerConfig::from_json(&text).map_err(|e| e.to_string())
+        })?,
+    })
+}
+
+pub(super) fn read(dir: &Path) -> Result<ModelWeights> {
+    let configs = read_configs(dir)?;
+    let missing = |what: &str| checkpoint_error(dir, format!("no {what}/config.json"));
+    let unet_config = configs.unet.ok_or_else(|| missing("unet"))?;
+    let vae_config = configs.vae.ok_or_else(|| missing("vae"))?;
+    let text_encoder_config = configs
+        .text_encoder
+        .ok_or_else(|| missing("text_encoder"))?;
+    let family = if unet_config.use_linear_projection || unet_config.cross_attention_dim == 1024 {
+        Family::Sd2
+    } else {
+        Family::Sd1
+    };
+    let inpainting = unet_config.in_channels == 9;
+    let scheduler_config = configs.scheduler.unwrap_or_else(|| {
+        if family == Family::Sd2 && !inpainting {
+            SchedulerConfig::sd2_v_prediction()
+        } else {
+            SchedulerConfig::default()
+        }
+    });
+    let kind = ModelKind {
+        family,
+        inpainting,
+        prediction: scheduler_config.prediction_type,
+    };
+    let text_encoder = read_tensors(&dir.join("text_encoder"), "model")?
+        .into_iter()
+        // transformers 4 (every hub repository) nests the model under `text_model.`.
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("text_model.")
+                    .map(str::to_string)
+                    .unwrap_or(k),
+                v,
+            )
+        })
+        .filter(|(k, _)| k != "embeddings.position_ids")
+        .collect();
+    Ok(ModelWeights {
+        unet: read_tensors(&dir.join("unet"), "diffusion_pytorch_model")?,
+        vae: read_tensors(&dir.join("vae"), "diffusion_pytorch_model")?,
+        text_encoder,
+        unet_config,
+        vae_config,
+        text_encoder_config,
+        scheduler_config,
+        kind,
+        unknown_keys: Vec::new(),
+    })
+}
