@@ -1,0 +1,3 @@
+//! The subcommands of `sd`, one file each.
+
+pub mod tokenize;

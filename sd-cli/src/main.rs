@@ -1,0 +1,36 @@
+#![doc = include_str!("../README.md")]
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Stable Diffusion 1.x / 2.x from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "sd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per file under `src/commands/`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show how a prompt is tokenized: tokens, ids and emphasis weights per 77-token window.
+    Tokenize(commands::tokenize::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Tokenize(args) => commands::tokenize::run(&args, &mut std::io::stdout().lock()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole chain on one line: which argument, then why.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
