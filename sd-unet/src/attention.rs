@@ -73,11 +73,13 @@ pub fn attention(
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, upcast: bool) -> Result<Tensor> {
     let dtype = v.dtype();
     let upcast = upcast || product_dtype(dtype) != dtype;
+    // k^T is materialised with the scale folded in: a contiguous right-hand side is gemm's
+    // fast path, and scaling before the product keeps f16 scores from overflowing.
     let scores = if upcast && dtype != DType::F32 {
-        (q.to_dtype(DType::F32)? * scale)?.matmul(&k.to_dtype(DType::F32)?.t()?)?
+        let k_t = (k.to_dtype(DType::F32)?.t()? * scale)?;
+        q.to_dtype(DType::F32)?.matmul(&k_t)?
     } else {
-        // Scale q before the product so f16 scores stay small enough not to overflow.
-        (q * scale)?.matmul(&k.t()?)?.to_dtype(DType::F32)?
+        q.matmul(&(k.t()? * scale)?)?.to_dtype(DType::F32)?
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     let pd = product_dtype(dtype);
