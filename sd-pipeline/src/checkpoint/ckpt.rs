@@ -1,6 +1,6 @@
 //! PyTorch's pickled checkpoints (`.ckpt`, `.pt`, `.pth`, `.bin`): the zip format torch writes
 //! since 1.6 and the older legacy (non-zip) format, memory-mapped and read with the safe
-//! [`pickle`](super::pickle) reader.
+//! allow-list pickle reader (`checkpoint/pickle.rs`).
 //!
 //! Zip format: `<name>/data.pkl` is the pickled object; each storage is an uncompressed record
 //! `<name>/data/<key>`. Legacy format: five pickles back to back (magic number, protocol

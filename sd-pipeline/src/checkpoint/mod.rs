@@ -8,14 +8,26 @@
 //!   `text_encoder/`, `scheduler/`).
 //! - [`merge`]: weighted sums and add-difference of two or three models.
 //! - [`ModelWeights::save_diffusers_folder`], [`ModelWeights::save_single_file`]: writing.
-//! - [`inspect`]: what a file is, without reading its tensors.
+//! - [`inspect()`]: what a file is, without reading its tensors.
 //!
 //! Every tensor comes out in diffusers / transformers 5 names, in its stored dtype, on the CPU;
 //! make a model with `VarBuilder::from_tensors(weights.unet.clone(), dtype, &device)`.
 //! A single file has no tokenizer or scheduler: use `sd-tokenize`'s bundled CLIP vocabulary and
 //! the [`ModelWeights::scheduler_config`] chosen for the detected kind.
 //!
-//! Pickles are read by [`pickle`]'s allow-list reader: a `.ckpt` that names any global other
+//! Files loaded: LDM single files as `.safetensors` (f32 / f16 / bf16, memory-mapped), torch
+//! zip pickles (`torch.save` since 1.6) and torch legacy pickles (`_use_new_zipfile_serialization
+//! =False`, torch < 1.6), with the weights at the top level or under `state_dict`; SD 1.x
+//! (CLIP with or without the `text_model.` level), SD 2.x (OpenCLIP), inpainting (9 input
+//! channels), EMA copies (`model_ema.*`); diffusers folders with `.safetensors`, `.fp16.safetensors`
+//! or pickled `.bin` weights.
+//!
+//! Load time of a full-size SD 1.5-shaped file (random weights, 1.07 G parameters, f16, 2.1 GB,
+//! warm page cache, 2-core CPU; `cargo run --release --example load_checkpoint`): `.safetensors`
+//! 0.6-0.7 s, torch zip `.ckpt` 1.0-1.4 s; in f32 (4.3 GB) 2.7 s and 3.4 s (6.5 s each on first
+//! read). The `.ckpt` the example writes is read by `torch.load(weights_only=True)` as well.
+//!
+//! Pickles are read by the `pickle` module's allow-list reader: a `.ckpt` that names any global other
 //! than torch's tensor rebuilders, storage types and `collections.OrderedDict` is refused with
 //! an error naming that global, and nothing in the file is ever executed.
 
