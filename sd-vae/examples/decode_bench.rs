@@ -4,9 +4,10 @@
 //!
 //! `cargo run --release -p sd-vae --example decode_bench [f32|f16|bf16] [sizes...]`
 //!
-//! Measured on the shared 2-core development machine (f32, release; load average ~5.8 from
-//! other builds and benches at the time, so these are upper bounds), seconds per decode,
-//! run 1 / run 2: 256x256: 110.5 / 75.7; 512x512: 252.6 / 259.6.
+//! Measured on the shared 2-core development machine (f32, release), seconds per decode,
+//! run 1 / run 2, with other helpers' builds and benches running (load average 2.3-3.5, so
+//! these are upper bounds): 256x256: 32.8 / 26.7; 512x512: 124.4 / 107.3. Before the banded
+//! im2col convolution (candle's conv kernel), at similar load: 35.3 / 34.3 and 179.9 / 150.4.
 
 use std::time::Instant;
 
