@@ -92,7 +92,11 @@ pub fn blend(
         }
     }
     let mut out = NamedTensors::with_capacity(a.len());
-    for (name, ta) in a {
+    // Sorted, so a mismatch is always reported on the same (first) tensor.
+    let mut names: Vec<&String> = a.keys().collect();
+    names.sort();
+    for name in names {
+        let ta = &a[name];
         let get = |which: &str, m: &NamedTensors| -> Result<Tensor> {
             let t = m.get(name).ok_or_else(|| {
                 Error::Merge(format!(
