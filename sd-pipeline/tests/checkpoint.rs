@@ -606,3 +606,27 @@ fn inspect_reports_kind_dtypes_parameters_and_unknown_keys() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn old_transformers_clip_keys_without_text_model_level() -> Result<()> {
+    let file = candle_core::safetensors::load(fixture("tiny-sd1.safetensors"), &Device::Cpu)?;
+    let renamed: NamedTensors = file
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.replace(
+                    "cond_stage_model.transformer.text_model.",
+                    "cond_stage_model.transformer.",
+                ),
+                v,
+            )
+        })
+        .collect();
+    let path = temp("old-clip-keys.safetensors");
+    candle_core::safetensors::save(&renamed, &path)?;
+    let loaded = checkpoint::load_single_file(&path, &with_configs_of("tiny-sd1")?)?;
+    let dir = ModelWeights::from_diffusers_folder(folder("tiny-sd1"))?;
+    assert_same_model(&loaded, &dir);
+    assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    Ok(())
+}
