@@ -113,6 +113,23 @@ impl ModelWeights {
         folder::read(dir.as_ref())
     }
 
+    /// Reads a model from `path`: a diffusers folder (see
+    /// [`from_diffusers_folder`](Self::from_diffusers_folder)) or a single LDM file
+    /// (`.safetensors` / `.ckpt`, see [`load_single_file`]; `options` apply to single files only).
+    pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            Self::from_diffusers_folder(path)
+        } else if path.is_file() {
+            load_single_file(path, options)
+        } else {
+            Err(checkpoint_error(
+                path,
+                "no such file or folder (expected a diffusers folder or a .safetensors / .ckpt file)",
+            ))
+        }
+    }
+
     /// Writes a diffusers folder: `model_index.json`, `unet/`, `vae/`, `text_encoder/` (configs
     /// and `.safetensors` weights) and `scheduler/scheduler_config.json`. No tokenizer files:
     /// the CLIP vocabulary is bundled with `sd-tokenize`.
