@@ -71,7 +71,7 @@ impl ClipTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let (vocab_json, merges_txt) = (dir.join("vocab.json"), dir.join("merges.txt"));
         let tokenizer_json = dir.join("tokenizer.json");
-        let mut tokenizer = if vocab_json.is_file() && merges_txt.is_file() {
+        let tokenizer = if vocab_json.is_file() && merges_txt.is_file() {
             Self::from_vocab_merges(&vocab_json, &merges_txt)?
         } else if tokenizer_json.is_file() {
             Self::from_tokenizer_json(&tokenizer_json)?
@@ -80,14 +80,29 @@ impl ClipTokenizer {
                 dir: dir.to_owned(),
             });
         };
+        tokenizer.with_padding_of(dir)
+    }
+
+    /// Like [`from_dir`](Self::from_dir), but a folder without vocabulary files (only
+    /// `tokenizer_config.json`, say) gets the bundled CLIP vocabulary, still padded as its
+    /// config says. A missing folder also gives the bundled vocabulary with eos padding.
+    pub fn for_model_dir(dir: &Path) -> Result<Self> {
+        match Self::from_dir(dir) {
+            Err(Error::NoTokenizerFiles { .. }) => Self::default().with_padding_of(dir),
+            other => other,
+        }
+    }
+
+    /// Applies the padding named by the `pad_token` of `dir`'s config files, if any.
+    fn with_padding_of(mut self, dir: &Path) -> Result<Self> {
         if let Some(pad) = vocab::pad_token(dir)? {
-            match tokenizer.bpe.token_to_id(&pad) {
-                Some(0) => tokenizer.framing.padding = Padding::Zero,
-                Some(id) if id == tokenizer.framing.eos => tokenizer.framing.padding = Padding::Eos,
+            match self.bpe.token_to_id(&pad) {
+                Some(0) => self.framing.padding = Padding::Zero,
+                Some(id) if id == self.framing.eos => self.framing.padding = Padding::Eos,
                 _ => {}
             }
         }
-        Ok(tokenizer)
+        Ok(self)
     }
 
     /// Reads `vocab.json` and `merges.txt` (eos padding).

@@ -161,6 +161,26 @@ fn pad_token_in_the_folder_picks_the_padding() {
 }
 
 #[test]
+fn a_model_folder_without_vocabulary_files_uses_the_bundled_one_with_its_padding() {
+    // The pipeline fixtures keep only tokenizer_config.json: SD 2.x's names "!" as pad token.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pipeline");
+    let sd2 = ClipTokenizer::for_model_dir(&root.join("tiny-sd2/tokenizer")).unwrap();
+    assert_eq!(sd2.padding(), Padding::Zero);
+    let sd1 = ClipTokenizer::for_model_dir(&root.join("tiny-sd1/tokenizer")).unwrap();
+    assert_eq!(sd1.padding(), Padding::Eos);
+    assert_same_as_bundled(&sd1);
+    // No folder at all: the bundled vocabulary, eos padding.
+    let none = ClipTokenizer::for_model_dir(&root.join("no-such-folder")).unwrap();
+    assert_eq!(none.padding(), Padding::Eos);
+    // A folder with vocabulary files still reads them (and a broken one still fails).
+    let dir = TempDir::new("model-dir");
+    write_diffusers(&dir.0);
+    assert_same_as_bundled(&ClipTokenizer::for_model_dir(&dir.0).unwrap());
+    std::fs::write(dir.0.join("vocab.json"), "not json").unwrap();
+    assert!(ClipTokenizer::for_model_dir(&dir.0).is_err());
+}
+
+#[test]
 fn errors_name_the_file() {
     let dir = TempDir::new("errors");
     let err = ClipTokenizer::from_dir(&dir.0).unwrap_err();
