@@ -19,11 +19,17 @@ struct Cli {
 enum Command {
     /// Show how a prompt is tokenized: tokens, ids and emphasis weights per 77-token window.
     Tokenize(commands::tokenize::Args),
+    /// Show what a weights file is: SD 1.x / 2.x, format, dtypes, parameters per network.
+    Inspect(commands::inspect::Args),
+    /// Mix two or three models: A + (B - A) * scale, or A + (B - C) * scale.
+    Merge(commands::merge::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Tokenize(args) => commands::tokenize::run(&args, &mut std::io::stdout().lock()),
+        Command::Inspect(args) => commands::inspect::run(&args, &mut std::io::stdout().lock()),
+        Command::Merge(args) => commands::merge::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

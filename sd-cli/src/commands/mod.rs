@@ -1,3 +1,5 @@
 //! The subcommands of `sd`, one file each.
 
+pub mod inspect;
+pub mod merge;
 pub mod tokenize;
