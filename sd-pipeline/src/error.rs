@@ -43,6 +43,62 @@ pub enum Error {
     /// Two models cannot be mixed: a tensor is missing from one or differs in shape.
     #[error("model mixing: {0}")]
     Merge(String),
+
+    /// A generation request is out of range (the field named is at fault).
+    #[error("{field}: {message}")]
+    InvalidRequest {
+        /// The request field (the CLI argument of the same name), e.g. `width`.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A model network failed to build or to run.
+    #[error("{component}: {message}")]
+    Model {
+        /// Which network: `unet`, `vae` or `text_encoder`.
+        component: &'static str,
+        /// The model crate's message (names the tensor or file at fault).
+        message: String,
+    },
+
+    /// A scheduler could not be built or stepped.
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] sd_scheduler::Error),
+
+    /// A model could not be fetched from the Hugging Face Hub.
+    #[error("{repo}: {message}")]
+    Hub {
+        /// The repository id.
+        repo: String,
+        /// What went wrong, and what to do instead.
+        message: String,
+    },
+
+    /// The step callback asked to stop; nothing was produced.
+    #[error("cancelled at step {step}")]
+    Cancelled {
+        /// The step (0-based model call) after which the run stopped.
+        step: usize,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidRequest`] for `field`.
+    pub(crate) fn request(field: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Model`] for `component` from any model crate's error.
+    pub(crate) fn model(component: &'static str, error: impl std::fmt::Display) -> Self {
+        Error::Model {
+            component,
+            message: error.to_string(),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -1,13 +1,31 @@
 #![doc = include_str!("../README.md")]
 
 pub mod checkpoint;
+pub mod components;
+pub mod conditioning;
+pub mod denoise;
 pub mod error;
+pub mod image;
+pub mod infotext;
+pub mod model_source;
 pub mod prompt;
+pub mod request;
 pub mod rng;
+pub mod stable_diffusion;
 
+pub use components::{Autoencoder, Denoiser, TextEncoder};
+pub use denoise::StepProgress;
 pub use error::{Error, Result};
+pub use infotext::Infotext;
+pub use model_source::ModelSource;
+pub use request::{Emphasis, GenerateRequest, GuidanceRule, ImageInput};
 pub use rng::{randn_per_sample, NormalKernel, TorchRng};
+pub use stable_diffusion::{Generated, Parts, StableDiffusion, StableDiffusionBuilder, Timings};
 
-// The leaf crates whose types appear in this crate's API, for users of the facade.
+// The crates whose types appear in this crate's API, for users of the facade.
+pub use ::image as image_crate;
+pub use candle_core;
 pub use sd_prompt;
+pub use sd_scheduler;
 pub use sd_tokenize;
+pub use sd_unet::AttentionMode;

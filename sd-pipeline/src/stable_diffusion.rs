@@ -1,0 +1,644 @@
+//! [`StableDiffusion`], the facade: a loaded model and [`StableDiffusion::generate`], which runs
+//! text-to-image, image-to-image or inpainting exactly as diffusers' `StableDiffusionPipeline`,
+//! `StableDiffusionImg2ImgPipeline` and `StableDiffusionInpaintPipeline` do, draw for draw.
+//!
+//! Random draws, in diffusers' order, all from one torch-compatible generator seeded with the
+//! request's seed: (img2img) the VAE posterior sample of the init image, then the start noise;
+//! (inpainting) the init image's posterior sample when the UNet has 4 channels or strength < 1,
+//! the start noise, the masked image's posterior sample; (text-to-image) the start latents; then
+//! in every run the noise of each ancestral / DDPM step.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use sd_clip::ClipTextModel;
+use sd_scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
+use sd_tokenize::{ClipTokenizer, Padding};
+use sd_unet::{AttentionMode, UNet2DConditionModel};
+use sd_vae::AutoencoderKl;
+
+use crate::checkpoint::{merge, Components, Family, LoadOptions, ModelKind, ModelWeights};
+use crate::components::{Autoencoder, Denoiser, TextEncoder, Vae};
+use crate::conditioning::{encode_prompts, Conditioning};
+use crate::denoise::{denoise, Guidance, Inpainting, StepCallback};
+use crate::error::{Error, Result};
+use crate::image::{image_to_tensor, mask_to_tensor, resize_nearest, tensor_to_images};
+use crate::infotext::Infotext;
+use crate::model_source::ModelSource;
+use crate::request::{GenerateRequest, ImageInput};
+use crate::rng::TorchRng;
+
+/// Pixels per latent cell (SD 1.x / 2.x VAEs downsample by 8).
+pub const VAE_SCALE: usize = 8;
+
+/// The three networks, ready to run.
+#[derive(Clone)]
+pub struct Parts {
+    /// The text encoder.
+    pub text_encoder: Arc<dyn TextEncoder>,
+    /// The UNet.
+    pub denoiser: Arc<dyn Denoiser>,
+    /// The VAE.
+    pub autoencoder: Arc<dyn Autoencoder>,
+}
+
+/// How networks are built from weights.
+#[derive(Debug, Clone)]
+struct BuildSettings {
+    dtype: DType,
+    device: Device,
+    attention: AttentionMode,
+    vae_tiling: bool,
+}
+
+/// The networks, built once (the default) or built for each stage and dropped after it.
+enum Models {
+    Resident(Parts),
+    OnDemand {
+        weights: Box<ModelWeights>,
+        settings: BuildSettings,
+    },
+}
+
+impl Models {
+    fn text_encoder(&self) -> Result<Arc<dyn TextEncoder>> {
+        match self {
+            Models::Resident(parts) => Ok(parts.text_encoder.clone()),
+            Models::OnDemand { weights, settings } => {
+                Ok(Arc::new(build_text_encoder(weights, settings)?))
+            }
+        }
+    }
+
+    fn denoiser(&self) -> Result<Arc<dyn Denoiser>> {
+        match self {
+            Models::Resident(parts) => Ok(parts.denoiser.clone()),
+            Models::OnDemand { weights, settings } => Ok(Arc::new(build_unet(weights, settings)?)),
+        }
+    }
+
+    fn autoencoder(&self) -> Result<Arc<dyn Autoencoder>> {
+        match self {
+            Models::Resident(parts) => Ok(parts.autoencoder.clone()),
+            Models::OnDemand { weights, settings } => Ok(Arc::new(build_vae(weights, settings)?)),
+        }
+    }
+}
+
+fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipTextModel> {
+    let vb = VarBuilder::from_tensors(weights.text_encoder.clone(), s.dtype, &s.device);
+    ClipTextModel::new(&weights.text_encoder_config, vb)
+        .map_err(|e| Error::model("text_encoder", e))
+}
+
+fn build_unet(weights: &ModelWeights, s: &BuildSettings) -> Result<UNet2DConditionModel> {
+    let vb = VarBuilder::from_tensors(weights.unet.clone(), s.dtype, &s.device);
+    let mut unet =
+        UNet2DConditionModel::new(&weights.unet_config, vb).map_err(|e| Error::model("unet", e))?;
+    unet.set_attention_mode(s.attention);
+    Ok(unet)
+}
+
+fn build_vae(weights: &ModelWeights, s: &BuildSettings) -> Result<Vae> {
+    let vb = VarBuilder::from_tensors(weights.vae.clone(), s.dtype, &s.device);
+    let vae = AutoencoderKl::new(&weights.vae_config, vb).map_err(|e| Error::model("vae", e))?;
+    Ok(Vae::new(vae, s.vae_tiling))
+}
+
+/// Time spent in each stage of one [`StableDiffusion::generate`].
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Tokenizing and encoding the prompts (building the text encoder too, in low-memory mode).
+    pub text_encoding: Duration,
+    /// Preparing the start latents (VAE encoding for img2img / inpainting).
+    pub preparing: Duration,
+    /// The sampling loop.
+    pub denoising: Duration,
+    /// VAE decoding and conversion to 8-bit.
+    pub decoding: Duration,
+    /// UNet calls made.
+    pub model_calls: usize,
+}
+
+/// What [`StableDiffusion::generate`] returns.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The pictures, one per batch entry.
+    pub images: Vec<RgbImage>,
+    /// For each picture, its A1111 `parameters` text.
+    pub infotexts: Vec<Infotext>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Where a builder's weights come from.
+#[derive(Debug, Clone)]
+enum Origin {
+    Source(ModelSource),
+    Weights {
+        weights: Box<ModelWeights>,
+        tokenizer: Box<ClipTokenizer>,
+        name: String,
+    },
+}
+
+/// Loads a [`StableDiffusion`]: model location, device, dtype, scheduler, attention mode.
+#[derive(Debug, Clone)]
+pub struct StableDiffusionBuilder {
+    origin: Origin,
+    settings: BuildSettings,
+    scheduler: Option<SchedulerKind>,
+    low_memory: bool,
+    load_options: LoadOptions,
+    mixes: Vec<(ModelSource, f64)>,
+    download_progress: bool,
+}
+
+impl StableDiffusionBuilder {
+    /// Runs on `device` (default: the CPU).
+    pub fn device(mut self, device: Device) -> Self {
+        self.settings.device = device;
+        self
+    }
+
+    /// Computes in `dtype` (f32, f16 or bf16; default f32). Attention softmax stays in f32 and
+    /// an overflowing f16 VAE pass is redone in f32.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.settings.dtype = dtype;
+        self
+    }
+
+    /// The default sampler for requests that name none (default: the model's
+    /// `scheduler_config.json` class, or PNDM / DDIM for single files as diffusers picks).
+    pub fn scheduler(mut self, kind: SchedulerKind) -> Self {
+        self.scheduler = Some(kind);
+        self
+    }
+
+    /// The UNet's attention backend (full or sliced).
+    pub fn attention(mut self, mode: AttentionMode) -> Self {
+        self.settings.attention = mode;
+        self
+    }
+
+    /// VAE encode / decode in overlapping tiles for images larger than the VAE's sample size.
+    pub fn vae_tiling(mut self, tiled: bool) -> Self {
+        self.settings.vae_tiling = tiled;
+        self
+    }
+
+    /// Builds each network when its stage starts and drops it when the stage ends, so only one
+    /// is in memory (in the compute dtype) next to the stored weights.
+    pub fn low_memory(mut self, low_memory: bool) -> Self {
+        self.low_memory = low_memory;
+        self
+    }
+
+    /// How single files are read (EMA weights, config overrides, prediction type).
+    pub fn load_options(mut self, options: LoadOptions) -> Self {
+        self.load_options = options;
+        self
+    }
+
+    /// Blends another model in before the networks are built: `a + (b - a) * scale` on every
+    /// network (calls chain: each blends into the result of the previous ones).
+    pub fn mix(mut self, other: impl Into<ModelSource>, scale: f64) -> Self {
+        self.mixes.push((other.into(), scale));
+        self
+    }
+
+    /// Shows download progress bars when a Hub model is fetched (default: off).
+    pub fn download_progress(mut self, show: bool) -> Self {
+        self.download_progress = show;
+        self
+    }
+
+    /// Resolves and reads the model (and any models to mix), then builds the networks.
+    pub fn build(self) -> Result<StableDiffusion> {
+        let (mut weights, tokenizer, name) = match self.origin {
+            Origin::Source(source) => {
+                let path = source.resolve(self.download_progress)?;
+                let weights = ModelWeights::open(&path, &self.load_options)?;
+                let tokenizer = tokenizer_for(&path, &weights)?;
+                (weights, tokenizer, source.name())
+            }
+            Origin::Weights {
+                weights,
+                tokenizer,
+                name,
+            } => (*weights, *tokenizer, name),
+        };
+        for (other, scale) in &self.mixes {
+            let other_path = other.resolve(self.download_progress)?;
+            let b = ModelWeights::open(&other_path, &self.load_options)?;
+            weights = merge::weighted_sum(&weights, &b, *scale, Components::All)?;
+        }
+        StableDiffusion::from_weights(
+            weights,
+            tokenizer,
+            name,
+            self.settings,
+            self.scheduler,
+            self.low_memory,
+        )
+    }
+}
+
+/// A folder's tokenizer (its own files, else the bundled vocabulary with its pad token); for a
+/// single file, the bundled vocabulary padded as the detected family pads.
+fn tokenizer_for(path: &std::path::Path, weights: &ModelWeights) -> Result<ClipTokenizer> {
+    if path.is_dir() {
+        return Ok(ClipTokenizer::for_model_dir(&path.join("tokenizer"))?);
+    }
+    let padding = match weights.kind.family {
+        Family::Sd1 => Padding::Eos,
+        Family::Sd2 => Padding::Zero,
+    };
+    Ok(ClipTokenizer::default().with_padding(padding))
+}
+
+/// A loaded Stable Diffusion 1.x / 2.x model.
+pub struct StableDiffusion {
+    tokenizer: ClipTokenizer,
+    models: Models,
+    scheduler_config: SchedulerConfig,
+    default_scheduler: SchedulerKind,
+    kind: Option<ModelKind>,
+    unet_in_channels: usize,
+    sample_size: usize,
+    device: Device,
+    name: String,
+}
+
+impl StableDiffusion {
+    /// Starts loading the model at `source`: a diffusers folder, a single `.safetensors` /
+    /// `.ckpt` file, or a Hub repository id (see [`ModelSource::parse`]).
+    pub fn builder(source: impl Into<ModelSource>) -> StableDiffusionBuilder {
+        Self::builder_from(Origin::Source(source.into()))
+    }
+
+    /// Starts from weights already in memory (after [`merge`], say), with their tokenizer and
+    /// the name to write in the images' metadata.
+    pub fn builder_from_weights(
+        weights: ModelWeights,
+        tokenizer: ClipTokenizer,
+        name: impl Into<String>,
+    ) -> StableDiffusionBuilder {
+        Self::builder_from(Origin::Weights {
+            weights: Box::new(weights),
+            tokenizer: Box::new(tokenizer),
+            name: name.into(),
+        })
+    }
+
+    fn builder_from(origin: Origin) -> StableDiffusionBuilder {
+        StableDiffusionBuilder {
+            origin,
+            settings: BuildSettings {
+                dtype: DType::F32,
+                device: Device::Cpu,
+                attention: AttentionMode::Full,
+                vae_tiling: false,
+            },
+            scheduler: None,
+            low_memory: false,
+            load_options: LoadOptions::default(),
+            mixes: Vec::new(),
+            download_progress: false,
+        }
+    }
+
+    fn from_weights(
+        weights: ModelWeights,
+        tokenizer: ClipTokenizer,
+        name: String,
+        settings: BuildSettings,
+        scheduler: Option<SchedulerKind>,
+        low_memory: bool,
+    ) -> Result<Self> {
+        let default_scheduler = match scheduler {
+            Some(kind) => kind,
+            None => weights.scheduler_config.default_kind()?,
+        };
+        let sample_size = weights.unet_config.sample_size.unwrap_or(64) * VAE_SCALE;
+        let device = settings.device.clone();
+        let (scheduler_config, kind) = (weights.scheduler_config.clone(), weights.kind);
+        let unet_in_channels = weights.unet_config.in_channels;
+        let models = if low_memory {
+            Models::OnDemand {
+                weights: Box::new(weights),
+                settings,
+            }
+        } else {
+            Models::Resident(Parts {
+                text_encoder: Arc::new(build_text_encoder(&weights, &settings)?),
+                denoiser: Arc::new(build_unet(&weights, &settings)?),
+                autoencoder: Arc::new(build_vae(&weights, &settings)?),
+            })
+        };
+        Ok(Self {
+            tokenizer,
+            models,
+            scheduler_config,
+            default_scheduler,
+            kind: Some(kind),
+            unet_in_channels,
+            sample_size,
+            device,
+            name,
+        })
+    }
+
+    /// A pipeline over networks of your own (any [`TextEncoder`], [`Denoiser`],
+    /// [`Autoencoder`]). `sample_size` is the default image side in pixels.
+    pub fn from_parts(
+        parts: Parts,
+        tokenizer: ClipTokenizer,
+        scheduler_config: SchedulerConfig,
+        sample_size: usize,
+        device: Device,
+        name: impl Into<String>,
+    ) -> Result<Self> {
+        Ok(Self {
+            default_scheduler: scheduler_config.default_kind()?,
+            unet_in_channels: parts.denoiser.in_channels(),
+            tokenizer,
+            models: Models::Resident(parts),
+            scheduler_config,
+            kind: None,
+            sample_size,
+            device,
+            name: name.into(),
+        })
+    }
+
+    /// What the model is (None for [`from_parts`](Self::from_parts) pipelines).
+    pub fn kind(&self) -> Option<ModelKind> {
+        self.kind
+    }
+
+    /// The scheduler config every run starts from.
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.scheduler_config
+    }
+
+    /// The sampler used when a request names none.
+    pub fn default_scheduler(&self) -> SchedulerKind {
+        self.default_scheduler
+    }
+
+    /// The default image side in pixels (the UNet's sample size x 8).
+    pub fn sample_size(&self) -> usize {
+        self.sample_size
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// The model's name, as written in the images' metadata.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Generates `request.batch_size` images. `callback` sees every step and can cancel the run
+    /// by returning `ControlFlow::Break(())` ([`Error::Cancelled`]).
+    pub fn generate(
+        &self,
+        request: &GenerateRequest,
+        callback: &mut StepCallback,
+    ) -> Result<Generated> {
+        request.validate()?;
+        let (width, height) = request.size(self.sample_size)?;
+        let start_step = request.start_step()?;
+        self.check_mode(request)?;
+        let sampler = request.scheduler.unwrap_or(self.default_scheduler);
+        let mut scheduler = sd_scheduler::build(sampler, &self.scheduler_config, request.steps)?;
+        let guided = request.guidance.uses_uncond(request.guidance_scale);
+        let batch = request.batch_size;
+        let mut timings = Timings::default();
+
+        let clock = Instant::now();
+        let conditioning = {
+            let text_encoder = self.models.text_encoder()?;
+            encode_prompts(
+                &self.tokenizer,
+                text_encoder.as_ref(),
+                &request.prompt,
+                guided.then_some(request.negative_prompt.as_str()),
+                batch,
+                request.clip_skip,
+                request.emphasis,
+            )?
+        };
+        let conditioning = Conditioning {
+            context: conditioning.context.to_device(&self.device)?,
+            token_weights: conditioning
+                .token_weights
+                .map(|w| w.to_device(&self.device))
+                .transpose()?,
+        };
+        timings.text_encoding = clock.elapsed();
+
+        let clock = Instant::now();
+        let mut rng = TorchRng::new(request.seed);
+        let begin = start_step * scheduler.order();
+        let latent_shape = [batch, 4, height / VAE_SCALE, width / VAE_SCALE];
+        let (latents, inpainting) = match &request.init {
+            None => {
+                let noise = rng.randn_tensor(&latent_shape, &self.device, DType::F32)?;
+                ((noise * scheduler.init_noise_sigma())?, None)
+            }
+            Some(init) if init.mask.is_none() => {
+                let vae = self.models.autoencoder()?;
+                let image = image_to_tensor(&init.image, width, height, &self.device)?;
+                let x0 = encode_image(vae.as_ref(), &image, &mut rng)?.repeat((batch, 1, 1, 1))?;
+                let noise = rng.randn_tensor(&latent_shape, &self.device, DType::F32)?;
+                (scheduler.add_noise(&x0, &noise, begin)?, None)
+            }
+            Some(init) => {
+                let (latents, inpainting) = self.prepare_inpainting(
+                    init,
+                    (width, height),
+                    &latent_shape,
+                    scheduler.as_ref(),
+                    begin,
+                    guided,
+                    &mut rng,
+                )?;
+                (latents, Some(inpainting))
+            }
+        };
+        timings.preparing = clock.elapsed();
+
+        let clock = Instant::now();
+        let guidance = if guided {
+            Guidance::Classifier {
+                scale: request.guidance_scale,
+            }
+        } else {
+            Guidance::Conditional
+        };
+        let mut calls = 0;
+        let mut counting = |p: &crate::denoise::StepProgress| {
+            calls = p.step;
+            callback(p)
+        };
+        let latents = {
+            let denoiser = self.models.denoiser()?;
+            denoise(
+                denoiser.as_ref(),
+                scheduler.as_mut(),
+                begin,
+                latents,
+                &conditioning,
+                guidance,
+                inpainting.as_ref(),
+                &mut rng,
+                &mut counting,
+            )?
+        };
+        timings.denoising = clock.elapsed();
+        timings.model_calls = calls;
+
+        let clock = Instant::now();
+        let images = {
+            let vae = self.models.autoencoder()?;
+            let scale = Tensor::new(vae.scaling_factor() as f32, &self.device)?;
+            tensor_to_images(&vae.decode(&latents.broadcast_div(&scale)?)?)?
+        };
+        timings.decoding = clock.elapsed();
+
+        let infotexts = (0..images.len())
+            .map(|i| self.infotext(request, sampler, (width, height), i))
+            .collect();
+        Ok(Generated {
+            images,
+            infotexts,
+            timings,
+        })
+    }
+
+    /// [`generate`](Self::generate) without a callback.
+    pub fn generate_simple(&self, request: &GenerateRequest) -> Result<Generated> {
+        self.generate(request, &mut |_| ControlFlow::Continue(()))
+    }
+
+    fn check_mode(&self, request: &GenerateRequest) -> Result<()> {
+        let masked = request.init.as_ref().is_some_and(|i| i.mask.is_some());
+        match self.unet_in_channels {
+            9 if !masked => Err(Error::request(
+                "mask",
+                "this is an inpainting model (9 input channels): give an init image and a mask",
+            )),
+            4 | 9 => Ok(()),
+            n => Err(Error::model(
+                "unet",
+                format!("{n} input channels: a Stable Diffusion UNet takes 4, or 9 for inpainting"),
+            )),
+        }
+    }
+
+    /// diffusers' inpainting preparation: start latents, and the mask inputs of the loop.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_inpainting(
+        &self,
+        init: &ImageInput,
+        (width, height): (usize, usize),
+        latent_shape: &[usize; 4],
+        scheduler: &dyn Scheduler,
+        begin: usize,
+        guided: bool,
+        rng: &mut TorchRng,
+    ) -> Result<(Tensor, Inpainting)> {
+        let [batch, _, lh, lw] = *latent_shape;
+        let vae = self.models.autoencoder()?;
+        let image = image_to_tensor(&init.image, width, height, &self.device)?;
+        let plain_unet = self.unet_in_channels == 4;
+        let full_strength = init.strength == 1.0;
+        let image_latents = if plain_unet || !full_strength {
+            Some(encode_image(vae.as_ref(), &image, rng)?.repeat((batch, 1, 1, 1))?)
+        } else {
+            None
+        };
+        let noise = rng.randn_tensor(latent_shape, &self.device, DType::F32)?;
+        let latents = match (&image_latents, full_strength) {
+            (Some(x0), false) => scheduler.add_noise(x0, &noise, begin)?,
+            _ => (&noise * scheduler.init_noise_sigma())?,
+        };
+        // The mask is required here: check_mode / the caller route only masked inputs.
+        let mask = init
+            .mask
+            .as_ref()
+            .ok_or_else(|| Error::request("mask", "inpainting needs a mask"))?;
+        let mask = mask_to_tensor(mask, width, height, &self.device)?;
+        let latent_mask = resize_nearest(&mask, lh, lw)?.repeat((batch, 1, 1, 1))?;
+        let inpainting = match image_latents {
+            Some(image_latents) if plain_unet => {
+                // diffusers encodes the masked image for plain UNets too, and never uses it:
+                // only its posterior draw is kept, so later draws stay in step.
+                rng.randn(&[1, 4, lh, lw]);
+                Inpainting::Blend {
+                    mask: latent_mask,
+                    image_latents,
+                    noise,
+                }
+            }
+            _ => {
+                let keep = mask.lt(0.5)?.to_dtype(DType::F32)?;
+                let masked_image = image.broadcast_mul(&keep)?;
+                let masked_latents = encode_image(vae.as_ref(), &masked_image, rng)?;
+                let rows = if guided { 2 * batch } else { batch };
+                Inpainting::Channels {
+                    mask: latent_mask.repeat((rows / batch, 1, 1, 1))?,
+                    masked_image_latents: masked_latents.repeat((rows, 1, 1, 1))?,
+                }
+            }
+        };
+        Ok((latents, inpainting))
+    }
+
+    fn infotext(
+        &self,
+        request: &GenerateRequest,
+        sampler: SchedulerKind,
+        size: (usize, usize),
+        index: usize,
+    ) -> Infotext {
+        Infotext {
+            prompt: request.prompt.clone(),
+            negative_prompt: if request.guidance.uses_uncond(request.guidance_scale) {
+                request.negative_prompt.clone()
+            } else {
+                String::new()
+            },
+            steps: request.steps,
+            sampler,
+            karras: self.scheduler_config.use_karras_sigmas,
+            guidance_scale: request.guidance_scale,
+            seed: request.seed,
+            size,
+            model: self.name.clone(),
+            clip_skip: request.clip_skip,
+            strength: request.init.as_ref().map(|i| i.strength),
+            batch_position: (request.batch_size > 1).then_some((index, request.batch_size)),
+        }
+    }
+}
+
+/// A posterior sample of `image`'s latents times the scaling factor, its noise drawn from `rng`
+/// (diffusers' `retrieve_latents(vae.encode(image), generator)` * scaling_factor).
+fn encode_image(vae: &dyn Autoencoder, image: &Tensor, rng: &mut TorchRng) -> Result<Tensor> {
+    let dist = vae.encode(image)?;
+    let noise = rng.randn_tensor(dist.mean().dims(), image.device(), DType::F32)?;
+    let sample = dist
+        .sample(&noise)
+        .map_err(|e| Error::model("vae", e))?
+        .to_dtype(DType::F32)?;
+    Ok((sample * vae.scaling_factor())?)
+}
