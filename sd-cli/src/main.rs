@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod commands;
+mod png_output;
+mod temp_path;
 
 use std::process::ExitCode;
 
@@ -17,6 +19,8 @@ struct Cli {
 /// One variant per file under `src/commands/`.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate images: text-to-image, image-to-image (--init-image) or inpainting (--mask).
+    Generate(Box<commands::generate::Args>),
     /// Show how a prompt is tokenized: tokens, ids and emphasis weights per 77-token window.
     Tokenize(commands::tokenize::Args),
     /// Show what a weights file is: SD 1.x / 2.x, format, dtypes, parameters per network.
@@ -27,6 +31,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Generate(args) => commands::generate::run(&args, &mut std::io::stdout().lock()),
         Command::Tokenize(args) => commands::tokenize::run(&args, &mut std::io::stdout().lock()),
         Command::Inspect(args) => commands::inspect::run(&args, &mut std::io::stdout().lock()),
         Command::Merge(args) => commands::merge::run(&args, &mut std::io::stdout().lock()),

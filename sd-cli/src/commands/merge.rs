@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sd_pipeline::checkpoint::{merge, Component, Components, LoadOptions, ModelWeights};
 
+use crate::temp_path::TempSibling;
+
 /// Arguments of `sd merge`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -164,53 +166,34 @@ impl Target {
         }
     }
 
-    /// A name next to OUT, so the final rename stays on one file system.
-    fn sibling(&self, suffix: &str) -> PathBuf {
-        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        self.path
-            .with_file_name(format!(".{name}.sd-merge-{}.{suffix}", std::process::id()))
-    }
-
     /// Writes to a temporary name, then renames it to OUT: a failure leaves OUT as it was.
     fn write(&self, weights: &ModelWeights) -> Result<()> {
         let shown = self.path.display();
-        let tmp = Removed(self.sibling("tmp"));
+        let tmp = TempSibling::new(&self.path, "merge");
         if self.single_file {
-            weights.save_single_file(&tmp.0)?;
+            weights.save_single_file(tmp.path())?;
             // A rename replaces an existing file (kept only with --force) in one step.
-            std::fs::rename(&tmp.0, &self.path)
-                .with_context(|| format!("-o {shown}: cannot rename {} to it", tmp.0.display()))?;
+            std::fs::rename(tmp.path(), &self.path).with_context(|| {
+                format!("-o {shown}: cannot rename {} to it", tmp.path().display())
+            })?;
         } else {
-            weights.save_diffusers_folder(&tmp.0)?;
+            weights.save_diffusers_folder(tmp.path())?;
             if self.path.exists() {
                 // A folder cannot be renamed over a non-empty one: move the old one aside
                 // first, and back if the new one cannot take its place.
-                let old = Removed(self.sibling("old"));
-                std::fs::rename(&self.path, &old.0)
+                let old = TempSibling::new(&self.path, "merge-old");
+                std::fs::rename(&self.path, old.path())
                     .with_context(|| format!("-o {shown}: cannot move the old output aside"))?;
-                if let Err(e) = std::fs::rename(&tmp.0, &self.path) {
-                    let _ = std::fs::rename(&old.0, &self.path);
+                if let Err(e) = std::fs::rename(tmp.path(), &self.path) {
+                    let _ = std::fs::rename(old.path(), &self.path);
                     return Err(e).with_context(|| format!("-o {shown}: cannot rename to it"));
                 }
             } else {
-                std::fs::rename(&tmp.0, &self.path).with_context(|| {
-                    format!("-o {shown}: cannot rename {} to it", tmp.0.display())
+                std::fs::rename(tmp.path(), &self.path).with_context(|| {
+                    format!("-o {shown}: cannot rename {} to it", tmp.path().display())
                 })?;
             }
         }
         Ok(())
-    }
-}
-
-/// A file or folder removed when dropped, if it is still there.
-struct Removed(PathBuf);
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        if self.0.is_dir() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else if self.0.exists() {
-            let _ = std::fs::remove_file(&self.0);
-        }
     }
 }

@@ -1,0 +1,383 @@
+//! `sd generate`: text-to-image, image-to-image (`--init-image`) and inpainting (`--mask`) to
+//! PNG files carrying A1111's `parameters` text, with a progress bar and the seed and timings
+//! printed at the end.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use sd_pipeline::candle_core::DType;
+use sd_pipeline::checkpoint::{ConfigOverride, LoadOptions};
+use sd_pipeline::image::rgb_to_mask;
+use sd_pipeline::image_crate::{self, DynamicImage, GrayImage};
+use sd_pipeline::sd_scheduler::SchedulerKind;
+use sd_pipeline::{
+    AttentionMode, Emphasis, Error, GenerateRequest, GuidanceRule, ImageInput, ModelSource,
+    StableDiffusion, StepProgress,
+};
+
+use crate::png_output;
+
+/// Compute precision.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats (exact parity with diffusers).
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// How emphasis weights reach the model.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EmphasisArg {
+    /// Scale the text encoder's output per token, then restore the mean (AUTOMATIC1111).
+    A1111,
+    /// Scale each token's value vector in cross-attention (sd-fused).
+    Attention,
+}
+
+/// Arguments of `sd generate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The prompt, with emphasis syntax: `(word)`, `[word]`, `(word:1.3)`, `(words):1.5`, `BREAK`.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: String,
+    /// A diffusers folder, a single .safetensors / .ckpt file, or a Hub repository id
+    /// (`owner/name`, fetched into the Hugging Face cache).
+    #[arg(long, value_name = "PATH|REPO_ID")]
+    pub model: String,
+    /// Output PNG; a batch writes OUT-0.png, OUT-1.png, ...
+    #[arg(short, long, value_name = "OUT.png", default_value = "output.png")]
+    pub output: PathBuf,
+    /// What the image should not show (used when guidance runs the unconditional pass).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub negative_prompt: String,
+    /// The sampler: ddim, ddpm, pndm, lms, euler, euler-ancestral, heun, dpm-solver++, unipc
+    /// (default: the model's scheduler_config.json).
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<String>,
+    /// Inference steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (diffusers' rule: <= 1 runs the conditional pass alone).
+    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
+    pub guidance_scale: f64,
+    /// Apply uncond + g (cond - uncond) for every scale (0: unconditional, < 0: away from the
+    /// prompt).
+    #[arg(long)]
+    pub true_cfg: bool,
+    /// Seed of the torch-compatible generator (default: random, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Width in pixels, a multiple of 8 (default: the init image's, else the model's size).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Height in pixels, a multiple of 8 (default: as width).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Images to generate, from one generator (diffusers' num_images_per_prompt).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Image-to-image: the starting picture.
+    #[arg(long, value_name = "PNG")]
+    pub init_image: Option<PathBuf>,
+    /// How far to noise the init image, in [0, 1] (default 0.8; 1.0 with --mask).
+    #[arg(long)]
+    pub strength: Option<f64>,
+    /// Inpainting: white = repaint, black = keep; same size as --init-image.
+    #[arg(long, value_name = "PNG", requires = "init_image")]
+    pub mask: Option<PathBuf>,
+    /// A1111's clip skip: 1 = last layer, 2 = penultimate.
+    #[arg(long, default_value_t = 1)]
+    pub clip_skip: usize,
+    /// Compute precision.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+    /// How emphasis weights are applied.
+    #[arg(long, value_enum, default_value_t = EmphasisArg::A1111)]
+    pub emphasis: EmphasisArg,
+    /// Blend another model in on the fly: PATH:SCALE gives A + (B - A) * SCALE (repeatable).
+    #[arg(long, value_name = "MODEL:SCALE")]
+    pub mix: Vec<String>,
+    /// Sliced attention: at most this many query positions at a time (saves memory).
+    #[arg(long, value_name = "N")]
+    pub attention_slice: Option<usize>,
+    /// Decode (and encode) with the VAE in overlapping tiles, for large images.
+    #[arg(long)]
+    pub vae_tiling: bool,
+    /// Build each network for its stage only and drop it afterwards (lower peak memory).
+    #[arg(long)]
+    pub low_memory: bool,
+    /// Single files: read configs from this diffusers folder (or folder of configs) instead of
+    /// detecting them from shapes.
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Single files: use the regular UNet weights even when an EMA copy is present.
+    #[arg(long)]
+    pub no_ema: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `sd generate`, writing its report to `out` and the progress bar to stderr.
+pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
+    check_output(args)?;
+    let request = request(args)?;
+    let started = Instant::now();
+    let sd = load(args)?;
+    let load_time = started.elapsed();
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // Ctrl-C stops after the current step; no image is written.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+    let bar = progress_bar(args.quiet);
+    let generated = sd.generate(&request, &mut |p: &StepProgress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.step as u64);
+        if interrupted.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    bar.finish_and_clear();
+    let generated = generated.map_err(|e| match e {
+        Error::Cancelled { step } => anyhow!("interrupted at step {step}; nothing was written"),
+        other => request_error(other),
+    })?;
+
+    let paths = png_output::batch_paths(&args.output, generated.images.len());
+    let outputs: Vec<_> = paths
+        .iter()
+        .zip(&generated.images)
+        .zip(&generated.infotexts)
+        .map(|((p, image), info)| (p.clone(), image, info.to_string()))
+        .collect();
+    png_output::write_all(&outputs)?;
+
+    let t = &generated.timings;
+    let per_call = t.denoising.as_secs_f64() / t.model_calls.max(1) as f64;
+    for path in &paths {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    writeln!(out, "seed: {}", request.seed)?;
+    writeln!(
+        out,
+        "time: load {:.2} s, text encoding {:.2} s, latents {:.2} s, denoising {:.2} s \
+         ({} model calls, {per_call:.3} s/it), decoding {:.2} s, total {:.2} s",
+        load_time.as_secs_f64(),
+        t.text_encoding.as_secs_f64(),
+        t.preparing.as_secs_f64(),
+        t.denoising.as_secs_f64(),
+        t.model_calls,
+        t.decoding.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    )?;
+    if let Some(peak) = peak_memory_bytes() {
+        writeln!(
+            out,
+            "peak memory: {:.2} GiB",
+            peak as f64 / (1u64 << 30) as f64
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks before any work that the output can be written where asked.
+fn check_output(args: &Args) -> Result<()> {
+    let dir = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "-o {}: the folder {} does not exist",
+            args.output.display(),
+            dir.display()
+        );
+    }
+    if args.output.is_dir() {
+        bail!(
+            "-o {}: is a folder; give a file name like out.png",
+            args.output.display()
+        );
+    }
+    Ok(())
+}
+
+fn request(args: &Args) -> Result<GenerateRequest> {
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(|name| name.parse::<SchedulerKind>())
+        .transpose()
+        .context("--scheduler")?;
+    let init = match &args.init_image {
+        None => {
+            if args.strength.is_some() {
+                bail!("--strength: only meaningful with --init-image");
+            }
+            None
+        }
+        Some(path) => {
+            let image = read_image(path, "--init-image")?.to_rgb8();
+            let mask = args.mask.as_deref().map(read_mask).transpose()?;
+            let mut input = ImageInput::new(image, mask);
+            if let Some(strength) = args.strength {
+                input.strength = strength;
+            }
+            Some(input)
+        }
+    };
+    Ok(GenerateRequest {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps,
+        guidance_scale: args.guidance_scale,
+        guidance: if args.true_cfg {
+            GuidanceRule::TrueCfg
+        } else {
+            GuidanceRule::Diffusers
+        },
+        width: args.width,
+        height: args.height,
+        batch_size: args.batch_size,
+        seed: args.seed.unwrap_or_else(random_seed),
+        clip_skip: args.clip_skip,
+        emphasis: match args.emphasis {
+            EmphasisArg::A1111 => Emphasis::A1111,
+            EmphasisArg::Attention => Emphasis::Attention,
+        },
+        scheduler,
+        init,
+    })
+}
+
+fn read_image(path: &Path, arg: &str) -> Result<DynamicImage> {
+    image_crate::open(path)
+        .with_context(|| format!("{arg} {}: cannot read the image", path.display()))
+}
+
+/// A grey mask as it is; a colour one converted as PIL's `convert("L")` does.
+fn read_mask(path: &Path) -> Result<GrayImage> {
+    let image = read_image(path, "--mask")?;
+    Ok(match image {
+        DynamicImage::ImageLuma8(grey) => grey,
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageLumaA16(_) => image.to_luma8(),
+        other => rgb_to_mask(&other.to_rgb8()),
+    })
+}
+
+/// A seed in A1111's range (32 bits), from the standard library's randomly keyed hasher.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish() & 0xFFFF_FFFF
+}
+
+fn load(args: &Args) -> Result<StableDiffusion> {
+    let source = ModelSource::parse(&args.model);
+    let mut options = LoadOptions {
+        ema: !args.no_ema,
+        ..LoadOptions::default()
+    };
+    if let Some(dir) = &args.config {
+        options.config_override = ConfigOverride::from_diffusers_folder(dir)
+            .with_context(|| format!("--config {}", dir.display()))?;
+    }
+    let mut builder = StableDiffusion::builder(source)
+        .dtype(args.dtype.dtype())
+        .vae_tiling(args.vae_tiling)
+        .low_memory(args.low_memory)
+        .load_options(options)
+        .download_progress(!args.quiet);
+    if let Some(query) = args.attention_slice {
+        if query == 0 {
+            bail!("--attention-slice: 0 query positions; give at least 1");
+        }
+        builder = builder.attention(AttentionMode::Sliced {
+            batch_heads: 0,
+            query,
+        });
+    }
+    for mix in &args.mix {
+        let (model, scale) = mix.rsplit_once(':').ok_or_else(|| {
+            anyhow!("--mix {mix}: expected MODEL:SCALE, e.g. other.safetensors:0.3")
+        })?;
+        let scale: f64 = scale
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite())
+            .ok_or_else(|| anyhow!("--mix {mix}: {scale:?} is not a number"))?;
+        builder = builder.mix(ModelSource::parse(model), scale);
+    }
+    builder
+        .build()
+        .with_context(|| format!("--model {}", args.model))
+}
+
+/// Request errors as the argument they came from (`--width: ...`).
+fn request_error(error: Error) -> anyhow::Error {
+    match error {
+        Error::InvalidRequest { field, message } => anyhow!("--{field}: {message}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{spinner} step {pos}/{len} [{wide_bar}] {elapsed_precise} < {eta_precise}, {s_per_it}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "s_per_it",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let per_sec = state.per_sec();
+            if per_sec > 0.0 && state.pos() > 0 {
+                let _ = write!(w, "{:.2} s/it", 1.0 / per_sec);
+            }
+        },
+    );
+    ProgressBar::new(0).with_style(style)
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), if the system reports it.
+fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

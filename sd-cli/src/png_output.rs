@@ -1,0 +1,87 @@
+//! PNG files with A1111's `parameters` text chunk, written whole under a temporary name and then
+//! renamed into place.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sd_pipeline::image_crate::RgbImage;
+
+use crate::temp_path::TempSibling;
+
+/// The output names of a batch: `OUT.png` for one image, `OUT-0.png`, `OUT-1.png`, ... for more.
+pub fn batch_paths(out: &Path, count: usize) -> Vec<PathBuf> {
+    if count == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    (0..count)
+        .map(|i| out.with_file_name(format!("{stem}-{i}.{ext}")))
+        .collect()
+}
+
+/// Encodes `image` as an 8-bit RGB PNG with a `parameters` text chunk: tEXt when the text is
+/// Latin-1 (what A1111 writes for plain prompts), iTXt (UTF-8) otherwise.
+fn write_png(path: &Path, image: &RgbImage, parameters: &str) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let keyword = "parameters".to_string();
+    if parameters.chars().all(|c| u32::from(c) < 256) {
+        encoder.add_text_chunk(keyword, parameters.to_string())?;
+    } else {
+        encoder.add_itxt_chunk(keyword, parameters.to_string())?;
+    }
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(image.as_raw())?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Writes every `(path, image, parameters)` to a temporary sibling first, and renames them into
+/// place only when all are written: an error leaves no output, complete or partial.
+pub fn write_all(outputs: &[(PathBuf, &RgbImage, String)]) -> Result<()> {
+    let mut written = Vec::with_capacity(outputs.len());
+    for (path, image, parameters) in outputs {
+        let tmp = TempSibling::new(path, "png");
+        write_png(tmp.path(), image, parameters)
+            .with_context(|| format!("-o {}: cannot write the image", path.display()))?;
+        written.push((tmp, path));
+    }
+    for (tmp, path) in &written {
+        std::fs::rename(tmp.path(), path).with_context(|| {
+            format!(
+                "-o {}: cannot rename the written image to it",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_names() {
+        assert_eq!(
+            batch_paths(Path::new("a/cat.png"), 1),
+            [PathBuf::from("a/cat.png")]
+        );
+        assert_eq!(
+            batch_paths(Path::new("a/cat.png"), 2),
+            [PathBuf::from("a/cat-0.png"), PathBuf::from("a/cat-1.png")]
+        );
+        assert_eq!(
+            batch_paths(Path::new("cat"), 2)[1],
+            PathBuf::from("cat-1.png")
+        );
+    }
+}
