@@ -1,53 +1,19 @@
 //! `sd generate`, run as a user runs it, on the tiny fixture models: its PNGs are compared with
 //! the images diffusers made (`fixtures/pipeline/`, tools/fixtures/pipeline.py), within 2 levels.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn sd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sd"))
-        .args(args)
-        .output()
-        .expect("the sd binary runs")
+use std::path::PathBuf;
+
+use common::{fixture, folder, sd, TempDir};
+
+/// A path as an owned argument.
+fn arg(path: PathBuf) -> String {
+    path.display().to_string()
 }
 
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sd-generate-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn arg_in(dir: &TempDir, name: &str) -> String {
+    arg(dir.path(name))
 }
 
 /// The base case of cases.json: prompt, negative, 10 steps, scale 7.5, seed 42, 64x64.
@@ -134,12 +100,12 @@ fn max_difference(ours: &str, reference: &str) -> u8 {
 #[test]
 fn text_to_image_png_matches_diffusers_and_carries_a1111_parameters() {
     let dir = TempDir::new("txt2img");
-    let out = dir.file("cat.png");
-    let model = fixture("pipeline/tiny-sd1");
+    let out = arg_in(&dir, "cat.png");
+    let model = arg(folder("tiny-sd1"));
     let stdout = run_ok(&base(&model, "ddim", &out));
     assert!(stdout.contains("seed: 42"), "{stdout}");
     assert!(stdout.contains("10 model calls"), "{stdout}");
-    assert!(max_difference(&out, &fixture("pipeline/txt2img-ddim-0.png")) <= 2);
+    assert!(max_difference(&out, &arg(folder("txt2img-ddim-0.png"))) <= 2);
     let (_, _, text) = read_png(&out);
     assert_eq!(
         text.unwrap(),
@@ -153,15 +119,15 @@ fn text_to_image_png_matches_diffusers_and_carries_a1111_parameters() {
 #[test]
 fn a_batch_writes_numbered_files() {
     let dir = TempDir::new("batch");
-    let out = dir.file("cat.png");
-    let model = fixture("pipeline/tiny-sd1");
+    let out = arg_in(&dir, "cat.png");
+    let model = arg(folder("tiny-sd1"));
     let mut args = base(&model, "euler-ancestral", &out);
     args.extend(["--batch-size", "2"]);
     run_ok(&args);
     assert_eq!(dir.entries(), ["cat-0.png", "cat-1.png"]);
     for i in 0..2 {
-        let ours = dir.file(&format!("cat-{i}.png"));
-        let reference = fixture(&format!("pipeline/txt2img-batch-2-{i}.png"));
+        let ours = arg_in(&dir, &format!("cat-{i}.png"));
+        let reference = arg(folder(&format!("txt2img-batch-2-{i}.png")));
         assert!(max_difference(&ours, &reference) <= 2, "image {i}");
         let (_, _, text) = read_png(&ours);
         assert!(text
@@ -173,35 +139,35 @@ fn a_batch_writes_numbered_files() {
 #[test]
 fn image_to_image_and_inpainting_from_pngs() {
     let dir = TempDir::new("img2img");
-    let out = dir.file("out.png");
-    let (init, mask) = (fixture("pipeline/init.png"), fixture("pipeline/mask.png"));
-    let sd1 = fixture("pipeline/tiny-sd1");
+    let out = arg_in(&dir, "out.png");
+    let (init, mask) = (arg(folder("init.png")), arg(folder("mask.png")));
+    let sd1 = arg(folder("tiny-sd1"));
     let mut args = base(&sd1, "euler-ancestral", &out);
     args.extend(["--init-image", &init, "--strength", "0.6"]);
     let stdout = run_ok(&args);
     assert!(stdout.contains("6 model calls"), "{stdout}");
-    assert!(max_difference(&out, &fixture("pipeline/img2img-euler-ancestral-0.png")) <= 2);
+    assert!(max_difference(&out, &arg(folder("img2img-euler-ancestral-0.png"))) <= 2);
     let (_, _, text) = read_png(&out);
     assert!(text.unwrap().contains("Denoising strength: 0.6"));
 
     // --mask alone makes strength 1.0, as diffusers' inpainting pipeline.
-    let inpaint = fixture("pipeline/tiny-sd1-inpaint");
+    let inpaint = arg(folder("tiny-sd1-inpaint"));
     let mut args = base(&inpaint, "ddim", &out);
     args.extend(["--init-image", &init, "--mask", &mask]);
     run_ok(&args);
-    assert!(max_difference(&out, &fixture("pipeline/inpaint-tiny-sd1-inpaint-0.png")) <= 2);
+    assert!(max_difference(&out, &arg(folder("inpaint-tiny-sd1-inpaint-0.png"))) <= 2);
 }
 
 #[test]
 fn single_files_and_mixing_load_from_the_command_line() {
     let dir = TempDir::new("single");
-    let out = dir.file("out.png");
-    let file = fixture("checkpoint/tiny-sd1.safetensors");
-    let configs = fixture("pipeline/tiny-sd1");
+    let out = arg_in(&dir, "out.png");
+    let file = arg(fixture("tiny-sd1.safetensors"));
+    let configs = arg(folder("tiny-sd1"));
     let mut args = base(&file, "pndm", &out);
     args.extend(["--config", &configs]);
     run_ok(&args);
-    let reference = fixture("pipeline/txt2img-pndm-0.png");
+    let reference = arg(folder("txt2img-pndm-0.png"));
     assert!(max_difference(&out, &reference) <= 2);
 
     // Mixing a model with itself leaves it as it is, at any scale.
@@ -215,9 +181,9 @@ fn single_files_and_mixing_load_from_the_command_line() {
 #[test]
 fn bad_arguments_are_named_and_leave_no_file() {
     let dir = TempDir::new("errors");
-    let out = dir.file("out.png");
-    let model = fixture("pipeline/tiny-sd1");
-    let init = fixture("pipeline/init.png");
+    let out = arg_in(&dir, "out.png");
+    let model = arg(folder("tiny-sd1"));
+    let init = arg(folder("init.png"));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--width", "60"],
@@ -254,7 +220,7 @@ fn bad_arguments_are_named_and_leave_no_file() {
         "{stderr}"
     );
     // A mask of another size than the init image.
-    let small_mask = dir.file("mask.png");
+    let small_mask = arg_in(&dir, "mask.png");
     let pixels = vec![255u8; 32 * 32];
     {
         let file = std::fs::File::create(&small_mask).unwrap();
@@ -274,8 +240,8 @@ fn bad_arguments_are_named_and_leave_no_file() {
     let stderr = run_err(&base("/no/such/model", "ddim", &out));
     assert!(stderr.contains("--model /no/such/model"), "{stderr}");
     // Corrupt weights: a truncated single file.
-    let truncated = dir.file("truncated.safetensors");
-    let bytes = std::fs::read(fixture("checkpoint/tiny-sd1.safetensors")).unwrap();
+    let truncated = arg_in(&dir, "truncated.safetensors");
+    let bytes = std::fs::read(arg(fixture("tiny-sd1.safetensors"))).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let stderr = run_err(&base(&truncated, "ddim", &out));
     assert!(stderr.contains("truncated.safetensors"), "{stderr}");

@@ -5,30 +5,14 @@
 //! turn the file back into that folder's exact state dict. So the expected parameter counts are
 //! summed here from the folder's own `.safetensors` files, read with candle alone.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, folder, root, sd, TempDir};
 
 use candle_core::Device;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("fixtures/checkpoint").join(name)
-}
-
-fn folder(name: &str) -> PathBuf {
-    root().join("fixtures/pipeline").join(name)
-}
-
-fn sd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sd"))
-        .args(args)
-        .output()
-        .expect("the sd binary runs")
-}
 
 fn inspect_json(path: &Path) -> Value {
     let out = sd(&["inspect", "--json", path.to_str().unwrap()]);
@@ -264,23 +248,4 @@ fn errors_name_the_file() {
         err.contains(dir.0.to_str().unwrap()) && err.contains("single"),
         "{err}"
     );
-}
-
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("sd-cli-inspect-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

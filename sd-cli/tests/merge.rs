@@ -6,23 +6,15 @@
 //! f16) and its VAE doubled, so every network of B differs from A's.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{fixture, folder, root, s, TempDir};
 
 use candle_core::{DType, Device, Tensor};
 use sd_pipeline::checkpoint::{Family, LoadOptions, ModelWeights, NamedTensors};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("fixtures/checkpoint").join(name)
-}
-
-fn folder(name: &str) -> PathBuf {
-    root().join("fixtures/pipeline").join(name)
-}
 
 /// `sd merge ARGS...`, which must succeed; its stdout.
 fn merge(args: &[&str]) -> String {
@@ -36,15 +28,11 @@ fn merge(args: &[&str]) -> String {
 }
 
 fn merge_output(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sd"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_sd"))
         .arg("merge")
         .args(args)
         .output()
         .expect("the sd binary runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn open(path: &Path) -> ModelWeights {
@@ -112,37 +100,6 @@ fn assert_mean(what: &str, got: &Tensor, a: &Tensor, b: &Tensor) {
         differs |= a != b;
     }
     assert!(differs, "{what}: a and b should differ for this check");
-}
-
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sd-cli-merge-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Copies the diffusers folder `name` to `to` (configs and weights; no tokenizer).

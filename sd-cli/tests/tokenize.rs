@@ -2,21 +2,17 @@
 //! (a 320, masterpiece 12066, blurry 21977, cat 2368, portrait 5352, of 539, female 3970,
 //! zombie 11819, `,` 267, digital 2794, art 794); weights are A1111's f64 products as f32.
 
+mod common;
+
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+
+use common::{sd, TempDir};
 
 use serde_json::Value;
 
 const BOS: u64 = 49406;
 const EOS: u64 = 49407;
-
-fn sd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sd"))
-        .args(args)
-        .output()
-        .expect("the sd binary runs")
-}
 
 fn json(args: &[&str]) -> Value {
     let out = sd(args);
@@ -126,24 +122,6 @@ fn table_shows_tokens_ids_weights_and_the_count() {
     assert!(text.ends_with("4 tokens in 1 window of 75\n"), "{text}");
 }
 
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sd-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("tokenizer")).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes `tokenizer/vocab.json` + `merges.txt` as a diffusers model folder has them, from the
 /// BPE file sd-tokenize bundles (the vocabulary is built from it as CLIP builds its own).
 fn write_model(dir: &Path) {
@@ -171,6 +149,7 @@ fn write_model(dir: &Path) {
         .map(|(id, t)| (t, Value::from(id)))
         .collect();
     let tok = dir.join("tokenizer");
+    std::fs::create_dir_all(&tok).unwrap();
     std::fs::write(tok.join("vocab.json"), serde_json::to_string(&map).unwrap()).unwrap();
     let mut merges_txt = String::from("#version: 0.2\n");
     for m in merges {

@@ -48,6 +48,11 @@ pub fn encode_prompts(
     }
     prompts.push(cond);
 
+    let weighted = prompts
+        .iter()
+        .flatten()
+        .any(|w| w.weights.iter().any(|&x| x != 1.0));
+    let attention_weights = emphasis == Emphasis::Attention && weighted;
     let mut contexts = Vec::with_capacity(prompts.len() * batch_size);
     let mut weights = Vec::with_capacity(prompts.len() * batch_size);
     for windows in &prompts {
@@ -56,25 +61,20 @@ pub fn encode_prompts(
         if emphasis == Emphasis::A1111 {
             z = emphasize_windows(&z, windows)?;
         }
-        let w: Vec<f32> = windows.iter().flat_map(|w| w.weights.clone()).collect();
-        let w = Tensor::from_vec(w, (1, z.dim(1)?), z.device())?;
-        for _ in 0..batch_size {
-            contexts.push(z.clone());
-            weights.push(w.clone());
+        contexts.extend(std::iter::repeat_n(z.clone(), batch_size));
+        if attention_weights {
+            let w: Vec<f32> = windows.iter().flat_map(|w| w.weights.clone()).collect();
+            let w = Tensor::from_vec(w, (1, z.dim(1)?), z.device())?;
+            weights.extend(std::iter::repeat_n(w, batch_size));
         }
     }
-    let weighted = prompts
-        .iter()
-        .flatten()
-        .any(|w| w.weights.iter().any(|&x| x != 1.0));
-    let token_weights = if emphasis == Emphasis::Attention && weighted {
-        Some(Tensor::cat(&weights, 0)?)
-    } else {
-        None
-    };
     Ok(Conditioning {
         context: Tensor::cat(&contexts, 0)?,
-        token_weights,
+        token_weights: if attention_weights {
+            Some(Tensor::cat(&weights, 0)?)
+        } else {
+            None
+        },
     })
 }
 

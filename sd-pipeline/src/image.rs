@@ -10,7 +10,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use image::imageops::FilterType;
-use image::{GrayImage, RgbImage};
+use std::borrow::Cow;
+
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 
 use crate::error::{Error, Result};
 
@@ -22,13 +24,7 @@ pub fn image_to_tensor(
     height: usize,
     device: &Device,
 ) -> Result<Tensor> {
-    let resized;
-    let image = if (image.width() as usize, image.height() as usize) == (width, height) {
-        image
-    } else {
-        resized = image::imageops::resize(image, width as u32, height as u32, FilterType::Lanczos3);
-        &resized
-    };
+    let image = sized(image, width, height);
     let plane = width * height;
     let mut data = vec![0f32; 3 * plane];
     for (i, pixel) in image.pixels().enumerate() {
@@ -47,13 +43,7 @@ pub fn mask_to_tensor(
     height: usize,
     device: &Device,
 ) -> Result<Tensor> {
-    let resized;
-    let mask = if (mask.width() as usize, mask.height() as usize) == (width, height) {
-        mask
-    } else {
-        resized = image::imageops::resize(mask, width as u32, height as u32, FilterType::Lanczos3);
-        &resized
-    };
+    let mask = sized(mask, width, height);
     let data: Vec<f32> = mask
         .pixels()
         .map(|p| {
@@ -65,6 +55,27 @@ pub fn mask_to_tensor(
         })
         .collect();
     Ok(Tensor::from_vec(data, (1, 1, height, width), device)?)
+}
+
+/// `image` at `width` x `height`: borrowed when it already is, else a Lanczos3 resize.
+fn sized<P>(
+    image: &ImageBuffer<P, Vec<u8>>,
+    width: usize,
+    height: usize,
+) -> Cow<'_, ImageBuffer<P, Vec<u8>>>
+where
+    P: Pixel<Subpixel = u8> + 'static,
+{
+    if (image.width() as usize, image.height() as usize) == (width, height) {
+        Cow::Borrowed(image)
+    } else {
+        Cow::Owned(image::imageops::resize(
+            image,
+            width as u32,
+            height as u32,
+            FilterType::Lanczos3,
+        ))
+    }
 }
 
 /// An RGB picture as a mask the way PIL's `convert("L")` does: L = (19595 R + 38470 G + 7471 B

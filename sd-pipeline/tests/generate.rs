@@ -2,10 +2,12 @@
 //! diffusers images, low-memory mode, the step callback and cancellation, emphasis modes,
 //! sliced attention, and errors that name the request field at fault.
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use common::{checkpoint_fixture, max_difference, pipeline_fixture};
 use sd_pipeline::checkpoint::{merge, ConfigOverride, LoadOptions, ModelWeights};
 use sd_pipeline::image_crate::{self, GrayImage, RgbImage};
 use sd_pipeline::sd_tokenize::ClipTokenizer;
@@ -13,18 +15,6 @@ use sd_pipeline::{
     AttentionMode, Emphasis, Error, GenerateRequest, ImageInput, StableDiffusion, StepProgress,
 };
 use serde_json::Value;
-
-fn pipeline_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/pipeline")
-        .join(name)
-}
-
-fn checkpoint_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/checkpoint")
-        .join(name)
-}
 
 /// The base case of `cases.json` (tools/fixtures/pipeline.py) with another sampler.
 fn base_request(scheduler: &str) -> GenerateRequest {
@@ -43,16 +33,6 @@ fn base_request(scheduler: &str) -> GenerateRequest {
 
 fn reference(name: &str) -> Result<RgbImage> {
     Ok(image_crate::open(pipeline_fixture(name))?.to_rgb8())
-}
-
-fn max_difference(a: &RgbImage, b: &RgbImage) -> u8 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    a.as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0)
 }
 
 fn tiny_sd1() -> Result<StableDiffusion> {

@@ -3,24 +3,22 @@
 //! `torch.Generator("cpu").manual_seed(42)`) is generated here from its model folder and seed
 //! alone, and each 8-bit image must be within 2 levels of diffusers' at every pixel.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sd_pipeline::image_crate::{self, RgbImage};
+use common::{max_difference, pipeline_fixture};
+use sd_pipeline::image_crate;
 use sd_pipeline::{Emphasis, GenerateRequest, GuidanceRule, ImageInput, StableDiffusion};
 use serde_json::Value;
 
 /// diffusers' own float64 vs float32 runs of these pipelines differ by 1 level: 2 is honest.
 const MAX_LEVELS: u8 = 2;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pipeline")
-}
-
 fn request(case: &Value) -> Result<GenerateRequest> {
     let str_of = |k: &str| case[k].as_str().map(str::to_string);
-    let dir = fixtures();
+    let dir = pipeline_fixture("");
     let init = match str_of("init_image") {
         Some(file) => {
             let image = image_crate::open(dir.join(file))?.to_rgb8();
@@ -55,19 +53,9 @@ fn request(case: &Value) -> Result<GenerateRequest> {
     })
 }
 
-fn max_difference(a: &RgbImage, b: &RgbImage) -> u8 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    a.as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn every_case_matches_diffusers_within_two_levels() -> Result<()> {
-    let dir = fixtures();
+    let dir = pipeline_fixture("");
     let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
     let cases = cases["cases"].as_array().context("cases")?;
     assert!(cases.len() >= 24, "{} cases", cases.len());
