@@ -8,7 +8,9 @@
 //! the start noise, the masked image's posterior sample; (text-to-image) the start latents; then
 //! in every run the noise of each ancestral / DDPM step.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,9 @@ use sd_tokenize::{ClipTokenizer, Padding};
 use sd_unet::{AttentionMode, UNet2DConditionModel};
 use sd_vae::AutoencoderKl;
 
-use crate::checkpoint::{merge, Components, Family, LoadOptions, ModelKind, ModelWeights};
+use crate::checkpoint::{
+    merge, Component, Components, Family, LoadOptions, ModelKind, ModelWeights,
+};
 use crate::components::{Autoencoder, Denoiser, TextEncoder, Vae};
 use crate::conditioning::{encode_prompts, Conditioning};
 use crate::denoise::{denoise, Guidance, Inpainting, StepCallback};
@@ -55,11 +59,51 @@ struct BuildSettings {
     vae_tiling: bool,
 }
 
+/// Where networks built on demand take their weights from.
+// One per pipeline: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum WeightStore {
+    /// Weights handed to the builder, kept in memory.
+    Memory(Box<ModelWeights>),
+    /// Re-read from disk for each stage, one network at a time, with the mixes applied.
+    Disk {
+        path: PathBuf,
+        options: LoadOptions,
+        mixes: Vec<(PathBuf, f64)>,
+    },
+}
+
+impl WeightStore {
+    /// Weights holding (at least) `component`'s tensors.
+    fn weights(&self, component: Component) -> Result<Cow<'_, ModelWeights>> {
+        match self {
+            WeightStore::Memory(weights) => Ok(Cow::Borrowed(weights)),
+            WeightStore::Disk {
+                path,
+                options,
+                mixes,
+            } => {
+                let options = LoadOptions {
+                    only: Some(component),
+                    ..options.clone()
+                };
+                let mut weights = ModelWeights::open(path, &options)?;
+                for (other, scale) in mixes {
+                    let b = ModelWeights::open(other, &options)?;
+                    weights = merge::weighted_sum(&weights, &b, *scale, Components::All)?;
+                }
+                Ok(Cow::Owned(weights))
+            }
+        }
+    }
+}
+
 /// The networks, built once (the default) or built for each stage and dropped after it.
+#[allow(clippy::large_enum_variant)]
 enum Models {
     Resident(Parts),
     OnDemand {
-        weights: Box<ModelWeights>,
+        store: WeightStore,
         settings: BuildSettings,
     },
 }
@@ -68,8 +112,9 @@ impl Models {
     fn text_encoder(&self) -> Result<Arc<dyn TextEncoder>> {
         match self {
             Models::Resident(parts) => Ok(parts.text_encoder.clone()),
-            Models::OnDemand { weights, settings } => {
-                Ok(Arc::new(build_text_encoder(weights, settings)?))
+            Models::OnDemand { store, settings } => {
+                let weights = store.weights(Component::TextEncoder)?;
+                Ok(Arc::new(build_text_encoder(&weights, settings)?))
             }
         }
     }
@@ -77,14 +122,20 @@ impl Models {
     fn denoiser(&self) -> Result<Arc<dyn Denoiser>> {
         match self {
             Models::Resident(parts) => Ok(parts.denoiser.clone()),
-            Models::OnDemand { weights, settings } => Ok(Arc::new(build_unet(weights, settings)?)),
+            Models::OnDemand { store, settings } => {
+                let weights = store.weights(Component::Unet)?;
+                Ok(Arc::new(build_unet(&weights, settings)?))
+            }
         }
     }
 
     fn autoencoder(&self) -> Result<Arc<dyn Autoencoder>> {
         match self {
             Models::Resident(parts) => Ok(parts.autoencoder.clone()),
-            Models::OnDemand { weights, settings } => Ok(Arc::new(build_vae(weights, settings)?)),
+            Models::OnDemand { store, settings } => {
+                let weights = store.weights(Component::Vae)?;
+                Ok(Arc::new(build_vae(&weights, settings)?))
+            }
         }
     }
 }
@@ -191,8 +242,9 @@ impl StableDiffusionBuilder {
         self
     }
 
-    /// Builds each network when its stage starts and drops it when the stage ends, so only one
-    /// is in memory (in the compute dtype) next to the stored weights.
+    /// Builds each network when its stage starts and drops it when the stage ends. A model on
+    /// disk is re-read network by network, so only one network's weights are in memory at a
+    /// time (a model handed over as weights stays in memory, in its stored dtype).
     pub fn low_memory(mut self, low_memory: bool) -> Self {
         self.low_memory = low_memory;
         self
@@ -217,35 +269,123 @@ impl StableDiffusionBuilder {
         self
     }
 
-    /// Resolves and reads the model (and any models to mix), then builds the networks.
+    /// Resolves and reads the model (and any models to mix), then builds the networks. In
+    /// low-memory mode a model on disk is only opened here for its configs and tokenizer.
     pub fn build(self) -> Result<StableDiffusion> {
-        let (mut weights, tokenizer, name) = match self.origin {
+        let mixes = self
+            .mixes
+            .iter()
+            .map(|(other, scale)| Ok((other.resolve(self.download_progress)?, *scale)))
+            .collect::<Result<Vec<_>>>()?;
+        let source = match self.origin {
+            Origin::Source(source) if self.low_memory => source,
             Origin::Source(source) => {
                 let path = source.resolve(self.download_progress)?;
                 let weights = ModelWeights::open(&path, &self.load_options)?;
                 let tokenizer = tokenizer_for(&path, &weights)?;
-                (weights, tokenizer, source.name())
+                return Self::resident(
+                    weights,
+                    &mixes,
+                    tokenizer,
+                    source.name(),
+                    &self.settings,
+                    &self.load_options,
+                    self.scheduler,
+                );
             }
             Origin::Weights {
                 weights,
                 tokenizer,
                 name,
-            } => (*weights, *tokenizer, name),
+            } => {
+                if !self.low_memory {
+                    return Self::resident(
+                        *weights,
+                        &mixes,
+                        *tokenizer,
+                        name,
+                        &self.settings,
+                        &self.load_options,
+                        self.scheduler,
+                    );
+                }
+                let mut weights = *weights;
+                mix_into(&mut weights, &mixes, &self.load_options)?;
+                let device = self.settings.device.clone();
+                let models = Models::OnDemand {
+                    store: WeightStore::Memory(Box::new(weights.clone())),
+                    settings: self.settings,
+                };
+                return StableDiffusion::assemble(
+                    &weights,
+                    models,
+                    *tokenizer,
+                    name,
+                    self.scheduler,
+                    device,
+                );
+            }
         };
-        for (other, scale) in &self.mixes {
-            let other_path = other.resolve(self.download_progress)?;
-            let b = ModelWeights::open(&other_path, &self.load_options)?;
-            weights = merge::weighted_sum(&weights, &b, *scale, Components::All)?;
-        }
-        StableDiffusion::from_weights(
-            weights,
+        let path = source.resolve(self.download_progress)?;
+        // The text encoder is the smallest network: read it for the configs and the kind.
+        let probe = LoadOptions {
+            only: Some(Component::TextEncoder),
+            ..self.load_options.clone()
+        };
+        let meta = ModelWeights::open(&path, &probe)?;
+        let tokenizer = tokenizer_for(&path, &meta)?;
+        let device = self.settings.device.clone();
+        let models = Models::OnDemand {
+            store: WeightStore::Disk {
+                path,
+                options: self.load_options,
+                mixes,
+            },
+            settings: self.settings,
+        };
+        StableDiffusion::assemble(
+            &meta,
+            models,
             tokenizer,
-            name,
-            self.settings,
+            source.name(),
             self.scheduler,
-            self.low_memory,
+            device,
         )
     }
+
+    /// Mixes in, then builds all three networks once.
+    #[allow(clippy::too_many_arguments)]
+    fn resident(
+        mut weights: ModelWeights,
+        mixes: &[(PathBuf, f64)],
+        tokenizer: ClipTokenizer,
+        name: String,
+        settings: &BuildSettings,
+        load_options: &LoadOptions,
+        scheduler: Option<SchedulerKind>,
+    ) -> Result<StableDiffusion> {
+        mix_into(&mut weights, mixes, load_options)?;
+        let models = Models::Resident(Parts {
+            text_encoder: Arc::new(build_text_encoder(&weights, settings)?),
+            denoiser: Arc::new(build_unet(&weights, settings)?),
+            autoencoder: Arc::new(build_vae(&weights, settings)?),
+        });
+        let device = settings.device.clone();
+        StableDiffusion::assemble(&weights, models, tokenizer, name, scheduler, device)
+    }
+}
+
+/// Blends each `(path, scale)` model into `weights`: `a + (b - a) * scale` on every network.
+fn mix_into(
+    weights: &mut ModelWeights,
+    mixes: &[(PathBuf, f64)],
+    options: &LoadOptions,
+) -> Result<()> {
+    for (other, scale) in mixes {
+        let b = ModelWeights::open(other, options)?;
+        *weights = merge::weighted_sum(weights, &b, *scale, Components::All)?;
+    }
+    Ok(())
 }
 
 /// A folder's tokenizer (its own files, else the bundled vocabulary with its pad token); for a
@@ -312,42 +452,27 @@ impl StableDiffusion {
         }
     }
 
-    fn from_weights(
-        weights: ModelWeights,
+    /// The pipeline over `models`, with the configs and kind of `meta`.
+    fn assemble(
+        meta: &ModelWeights,
+        models: Models,
         tokenizer: ClipTokenizer,
         name: String,
-        settings: BuildSettings,
         scheduler: Option<SchedulerKind>,
-        low_memory: bool,
+        device: Device,
     ) -> Result<Self> {
         let default_scheduler = match scheduler {
             Some(kind) => kind,
-            None => weights.scheduler_config.default_kind()?,
-        };
-        let sample_size = weights.unet_config.sample_size.unwrap_or(64) * VAE_SCALE;
-        let device = settings.device.clone();
-        let (scheduler_config, kind) = (weights.scheduler_config.clone(), weights.kind);
-        let unet_in_channels = weights.unet_config.in_channels;
-        let models = if low_memory {
-            Models::OnDemand {
-                weights: Box::new(weights),
-                settings,
-            }
-        } else {
-            Models::Resident(Parts {
-                text_encoder: Arc::new(build_text_encoder(&weights, &settings)?),
-                denoiser: Arc::new(build_unet(&weights, &settings)?),
-                autoencoder: Arc::new(build_vae(&weights, &settings)?),
-            })
+            None => meta.scheduler_config.default_kind()?,
         };
         Ok(Self {
             tokenizer,
             models,
-            scheduler_config,
+            scheduler_config: meta.scheduler_config.clone(),
             default_scheduler,
-            kind: Some(kind),
-            unet_in_channels,
-            sample_size,
+            kind: Some(meta.kind),
+            unet_in_channels: meta.unet_config.in_channels,
+            sample_size: meta.unet_config.sample_size.unwrap_or(64) * VAE_SCALE,
             device,
             name,
         })

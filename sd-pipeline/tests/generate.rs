@@ -125,10 +125,49 @@ fn low_memory_mode_gives_the_same_pixels() -> Result<()> {
         .low_memory(true)
         .build()?;
     let request = base_request("euler-ancestral");
-    assert_eq!(
-        one_image(&low, &request)?,
-        one_image(&tiny_sd1()?, &request)?
-    );
+    let resident = one_image(&tiny_sd1()?, &request)?;
+    assert_eq!(one_image(&low, &request)?, resident);
+    // A single file, re-read network by network, with a mix (of itself: a no-op blend).
+    let options = LoadOptions {
+        config_override: ConfigOverride::from_diffusers_folder(pipeline_fixture("tiny-sd1"))?,
+        ..LoadOptions::default()
+    };
+    let low_file = StableDiffusion::builder(checkpoint_fixture("tiny-sd1.safetensors"))
+        .load_options(options)
+        .mix(pipeline_fixture("tiny-sd1"), 0.5)
+        .low_memory(true)
+        .build()?;
+    assert!(max_difference(&one_image(&low_file, &request)?, &resident) <= 1);
+    Ok(())
+}
+
+#[test]
+fn one_network_at_a_time_reads_only_its_tensors() -> Result<()> {
+    use sd_pipeline::checkpoint::Component;
+    let all_components = [Component::Unet, Component::Vae, Component::TextEncoder];
+    for path in [
+        pipeline_fixture("tiny-sd1"),
+        checkpoint_fixture("tiny-sd1.safetensors"),
+    ] {
+        let all = ModelWeights::open(&path, &LoadOptions::default())?;
+        for component in all_components {
+            let only = LoadOptions {
+                only: Some(component),
+                ..LoadOptions::default()
+            };
+            let weights = ModelWeights::open(&path, &only)?;
+            for other in all_components {
+                let n = weights.component(other).len();
+                if other == component {
+                    assert_eq!(n, all.component(other).len(), "{path:?} {other:?}");
+                    assert!(n > 0);
+                } else {
+                    assert_eq!(n, 0, "{path:?}: {other:?} read with only {component:?}");
+                }
+            }
+            assert_eq!(weights.unet_config.in_channels, all.unet_config.in_channels);
+        }
+    }
     Ok(())
 }
 

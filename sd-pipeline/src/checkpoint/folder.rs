@@ -10,7 +10,7 @@ use sd_vae::AutoencoderKlConfig;
 
 use super::ckpt::CkptFile;
 use super::detect::{Family, ModelKind};
-use super::{checkpoint_error, ConfigOverride, ModelWeights, NamedTensors};
+use super::{checkpoint_error, Component, ConfigOverride, ModelWeights, NamedTensors};
 use crate::error::Result;
 
 /// The first of `names` that exists in `dir`.
@@ -69,7 +69,9 @@ pub(super) fn read_configs(dir: &Path) -> Result<ConfigOverride> {
     })
 }
 
-pub(super) fn read(dir: &Path) -> Result<ModelWeights> {
+/// Reads the folder; with `only`, the other networks' tensors are not read.
+pub(super) fn read(dir: &Path, only: Option<Component>) -> Result<ModelWeights> {
+    let wanted = |c: Component| only.is_none_or(|o| o == c);
     let configs = read_configs(dir)?;
     let missing = |what: &str| checkpoint_error(dir, format!("no {what}/config.json"));
     let unet_config = configs.unet.ok_or_else(|| missing("unet"))?;
@@ -95,7 +97,12 @@ pub(super) fn read(dir: &Path) -> Result<ModelWeights> {
         inpainting,
         prediction: scheduler_config.prediction_type,
     };
-    let text_encoder = read_tensors(&dir.join("text_encoder"), "model")?
+    let text_encoder = if wanted(Component::TextEncoder) {
+        read_tensors(&dir.join("text_encoder"), "model")?
+    } else {
+        NamedTensors::new()
+    };
+    let text_encoder = text_encoder
         .into_iter()
         // transformers 4 (every hub repository) nests the model under `text_model.`.
         .map(|(k, v)| {
@@ -109,8 +116,16 @@ pub(super) fn read(dir: &Path) -> Result<ModelWeights> {
         .filter(|(k, _)| k != "embeddings.position_ids")
         .collect();
     Ok(ModelWeights {
-        unet: read_tensors(&dir.join("unet"), "diffusion_pytorch_model")?,
-        vae: read_tensors(&dir.join("vae"), "diffusion_pytorch_model")?,
+        unet: if wanted(Component::Unet) {
+            read_tensors(&dir.join("unet"), "diffusion_pytorch_model")?
+        } else {
+            NamedTensors::new()
+        },
+        vae: if wanted(Component::Vae) {
+            read_tensors(&dir.join("vae"), "diffusion_pytorch_model")?
+        } else {
+            NamedTensors::new()
+        },
         text_encoder,
         unet_config,
         vae_config,

@@ -110,16 +110,17 @@ impl ModelWeights {
     /// reader; `*.fp16.*` variants when the plain file is absent). The scheduler config is
     /// `scheduler/scheduler_config.json` when present, else SD's default for the kind.
     pub fn from_diffusers_folder(dir: impl AsRef<Path>) -> Result<Self> {
-        folder::read(dir.as_ref())
+        folder::read(dir.as_ref(), None)
     }
 
     /// Reads a model from `path`: a diffusers folder (see
     /// [`from_diffusers_folder`](Self::from_diffusers_folder)) or a single LDM file
-    /// (`.safetensors` / `.ckpt`, see [`load_single_file`]; `options` apply to single files only).
+    /// (`.safetensors` / `.ckpt`, see [`load_single_file`]). Of `options`, only `only` applies to
+    /// folders.
     pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
-            Self::from_diffusers_folder(path)
+            folder::read(path, options.only)
         } else if path.is_file() {
             load_single_file(path, options)
         } else {
@@ -189,6 +190,9 @@ pub struct LoadOptions {
     pub config_override: ConfigOverride,
     /// What the UNet predicts, instead of the guess (SD 2.x non-inpainting: v-prediction).
     pub prediction: Option<PredictionType>,
+    /// Read only this network's tensors (the other maps stay empty; configs are always read),
+    /// so one network can be loaded at a time. Applies to folders and single files.
+    pub only: Option<Component>,
 }
 
 impl Default for LoadOptions {
@@ -197,6 +201,7 @@ impl Default for LoadOptions {
             ema: true,
             config_override: ConfigOverride::default(),
             prediction: None,
+            only: None,
         }
     }
 }

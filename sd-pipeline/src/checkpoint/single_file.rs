@@ -133,6 +133,9 @@ pub fn load_single_file(path: impl AsRef<Path>, options: &LoadOptions) -> Result
         unknown_keys: plan.unknown.clone(),
     };
     for (key, (component, target)) in &plan.mapped {
+        if options.only.is_some_and(|only| only != *component) {
+            continue;
+        }
         let stored = if use_ema && key.starts_with(UNET_PREFIX) {
             let ema = ema_key(key);
             if !infos.contains_key(&ema) {
