@@ -1,8 +1,9 @@
 //! Times one VAE decode with SD 1.5's VAE shapes (block_out_channels 128, 256, 512, 512, two
 //! layers per block, 32 groups) and seeded random weights generated here, at 256x256 and
-//! 512x512 (latents 1x4x32x32 and 1x4x64x64), two runs each.
+//! 512x512 (latents 1x4x32x32 and 1x4x64x64), two runs each, with sd-vae and (f32 only) with
+//! candle-transformers 0.11's stable_diffusion `AutoEncoderKL` built from the same generator.
 //!
-//! `cargo run --release -p sd-vae --example decode_bench [f32|f16|bf16] [sizes...]`
+//! `cargo run --release -p sd-vae --example decode_bench [f32|f16|bf16] [sizes...] [--no-candle]`
 //!
 //! Measured on the shared 2-core development machine (f32, release), seconds per decode,
 //! run 1 / run 2, with other helpers' builds and benches running (load average 2.3-3.5, so
@@ -15,6 +16,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
+use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use sd_vae::{AutoencoderKl, AutoencoderKlConfig};
 
 /// Seeded random weights for any name and shape: norm scales near 1, small biases, and
@@ -78,7 +80,9 @@ impl SimpleBackend for RandomWeights {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let with_candle = !all.iter().any(|a| a == "--no-candle");
+    let args: Vec<String> = all.into_iter().filter(|a| a != "--no-candle").collect();
     let dtype = match args.first().map(String::as_str) {
         None | Some("f32") => DType::F32,
         Some("f16") => DType::F16,
@@ -102,6 +106,22 @@ fn main() -> Result<()> {
         "built SD 1.5-shaped VAE ({dtype:?}) in {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    // The peer, f32 only (its convolutions have no bf16 CPU kernel).
+    let candle = if with_candle && dtype == DType::F32 {
+        let vb =
+            VarBuilder::from_backend(Box::new(RandomWeights { seed: 42 }), dtype, device.clone());
+        let config = AutoEncoderKLConfig {
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            latent_channels: 4,
+            norm_num_groups: 32,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+        };
+        Some(AutoEncoderKL::new(vb, 3, 3, config)?)
+    } else {
+        None
+    };
     for size in sizes {
         if size % 8 != 0 {
             bail!("size {size} is not a multiple of 8");
@@ -120,6 +140,17 @@ fn main() -> Result<()> {
                     ""
                 }
             );
+        }
+        if let Some(peer) = &candle {
+            for run in 1..=2 {
+                let t = Instant::now();
+                let out = peer.decode(&latents)?;
+                let secs = t.elapsed().as_secs_f64();
+                println!(
+                    "candle-transformers decode {size}x{size} run {run}: {secs:.2} s ({:?})",
+                    out.dims()
+                );
+            }
         }
     }
     Ok(())
