@@ -46,10 +46,10 @@ pub fn value_weighted_attention(
     if k.len() != n_k * d {
         return Err(shape("k", n_k * d, k.len()));
     }
-    if q.len() % d != 0 {
+    if !q.len().is_multiple_of(d) {
         return Err(shape("q", q.len().div_ceil(d) * d, q.len()));
     }
-    if v.len() % n_k != 0 {
+    if !v.len().is_multiple_of(n_k) {
         return Err(shape("v", v.len().div_ceil(n_k) * n_k, v.len()));
     }
     let d_v = v.len() / n_k;

@@ -130,7 +130,8 @@ impl AutoencoderKl {
         tiles: Option<&TileOptions>,
     ) -> Result<Encoded> {
         self.check_image(image)?;
-        let image = image.to_dtype(self.dtype)?.to_device(&self.device)?;
+        let compute = sd_kernels::nn::compute_dtype(self.dtype, &self.device);
+        let image = image.to_dtype(compute)?.to_device(&self.device)?;
         let (_, _, h, w) = image.dims4()?;
         let mut upcast = false;
         let moments = match tiles {
@@ -141,6 +142,7 @@ impl AutoencoderKl {
             }
             _ => self.encode_checked(&image, &mut upcast)?,
         };
+        let moments = moments.to_dtype(self.dtype)?;
         Ok(Encoded {
             latent_dist: DiagonalGaussian::from_moments(&moments)?,
             upcast_to_f32: upcast,
@@ -169,7 +171,10 @@ impl AutoencoderKl {
         if c != self.config.latent_channels || h == 0 || w == 0 || latents.dim(0)? == 0 {
             return Err(self.latent_error(latents));
         }
-        let latents = latents.to_dtype(self.dtype)?.to_device(&self.device)?;
+        // Activations run in f32 on the CPU fast path (bf16 weights too); the image comes back
+        // in the model's dtype.
+        let compute = sd_kernels::nn::compute_dtype(self.dtype, &self.device);
+        let latents = latents.to_dtype(compute)?.to_device(&self.device)?;
         let mut upcast = false;
         let sample = match tiles {
             Some(opts) if h > opts.latent_size || w > opts.latent_size => {
@@ -180,7 +185,7 @@ impl AutoencoderKl {
             _ => self.decode_checked(&latents, &mut upcast)?,
         };
         Ok(Decoded {
-            sample,
+            sample: sample.to_dtype(self.dtype)?,
             upcast_to_f32: upcast,
         })
     }
@@ -193,7 +198,7 @@ impl AutoencoderKl {
                 *upcast = true;
                 Ok(path
                     .forward(&image.to_dtype(DType::F32)?)?
-                    .to_dtype(self.dtype)?)
+                    .to_dtype(image.dtype())?)
             }
             _ => Ok(moments),
         }
@@ -207,7 +212,7 @@ impl AutoencoderKl {
                 *upcast = true;
                 Ok(path
                     .forward(&latents.to_dtype(DType::F32)?)?
-                    .to_dtype(self.dtype)?)
+                    .to_dtype(latents.dtype())?)
             }
             _ => Ok(image),
         }
@@ -221,7 +226,7 @@ impl AutoencoderKl {
             shape: image.dims().to_vec(),
         };
         let (b, c, h, w) = image.dims4().map_err(|_| err())?;
-        let fits = |n: usize| n > 0 && n % multiple == 0;
+        let fits = |n: usize| n > 0 && n.is_multiple_of(multiple);
         if b == 0 || c != self.config.in_channels || !fits(h) || !fits(w) {
             return Err(err());
         }

@@ -191,7 +191,7 @@ fn detect_unet(infos: &Infos) -> Result<UNet2DConditionConfig, String> {
         Some(first) => first.saturating_sub(1),
         None => total.saturating_sub(1),
     };
-    if per == 0 || total % (per + 1) != 0 {
+    if per == 0 || !total.is_multiple_of(per + 1) {
         return Err(format!(
             "cannot read the UNet's block layout from {total} input blocks"
         ));

@@ -214,7 +214,7 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> PickleResult<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("the pickle sets a dict item without a value".into());
         }
         let Value::Dict(dict) = self.top()? else {

@@ -1,0 +1,280 @@
+//! Multi-head attention without the score matrix: queries in tiles of [`QUERY_TILE`], each tile
+//! scoring all keys of one head at a time (`[keys, tile]` floats of scratch per thread), so
+//! memory grows with the sequence length, never with its square.
+//!
+//! For head h of sample b, with K and V read in place from the `[B, L, heads*d]` projections:
+//!   S^T = K Q_tile^T                      (keys x tile; K packed once per head)
+//!   E_ji = exp(scale (S_ji - max_j S_ji)) (column softmax numerators)
+//!   O_tile^T = V^T (E ⊙ w) / sum_j E_ji   (V^T packed once per head)
+//! where w_j are optional per-key value weights (sd-fused emphasis:
+//! out_i = Σ_j softmax(q_i·k_j/√d)_j w_j v_j, keys untouched, no renormalisation).
+//! Working on S^T makes every softmax pass a contiguous row sweep and both products use the
+//! wide dimension (keys, queries) as M and N, so a head width of 40 wastes no tile space.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::math;
+use crate::simd::multiversion;
+use crate::tensor::{from_vec, output, with_f32};
+
+/// Queries per tile: two 32-wide panels of the AVX-512 kernel.
+pub const QUERY_TILE: usize = 64;
+
+multiversion! {
+    /// Column-wise max of a `rows x cols` row-major matrix into `max`.
+    fn column_max(s: &[f32], cols: usize, max: &mut [f32]) {
+        max.fill(f32::NEG_INFINITY);
+        for row in s.chunks_exact(cols) {
+            for (m, v) in max.iter_mut().zip(row) {
+                *m = m.max(*v);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// In place: e = exp(scale (s - max_col)); sum_col += e; s = e * w_row. `max` is
+    /// overwritten (it becomes max * scale * log2 e, so each value costs one fused multiply-add
+    /// before the power of two).
+    fn exp_rows(s: &mut [f32], cols: usize, max: &mut [f32], scale: f32, weights: Option<&[f32]>, sum: &mut [f32]) {
+        let c = scale * std::f32::consts::LOG2_E;
+        for m in max.iter_mut() {
+            *m *= c;
+        }
+        sum.fill(0.0);
+        for (j, row) in s.chunks_exact_mut(cols).enumerate() {
+            let w = weights.map_or(1.0, |w| w[j]);
+            for ((v, m), acc) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+                let e = math::exp2_nonpositive(*v * c - m);
+                *acc += e;
+                *v = e * w;
+            }
+        }
+    }
+}
+
+/// softmax(Q K^T * scale) (w ⊙ V) per head for `q` `[B, Lq, heads*d]`, `k`, `v`
+/// `[B, Lk, heads*d]` (f32, CPU), optional `value_weights` `[B, Lk]`. Returns `[B, Lq, heads*d]`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f32,
+    value_weights: Option<&Tensor>,
+    precision: Precision,
+) -> Result<Tensor> {
+    let (b, lq, hd) = q.dims3()?;
+    let (bk, lk, hdk) = k.dims3()?;
+    let bad = |what: String| Error::Shape {
+        op: "attention",
+        what,
+    };
+    if heads == 0
+        || !hd.is_multiple_of(heads)
+        || bk != b
+        || hdk != hd
+        || v.dims() != k.dims()
+        || lk == 0
+    {
+        return Err(bad(format!(
+            "q {:?}, k {:?}, v {:?}, {heads} heads",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    if let Some(w) = value_weights {
+        if w.dims() != [b, lk] {
+            return Err(bad(format!("value weights {:?} for [{b}, {lk}]", w.dims())));
+        }
+    }
+    let d = hd / heads;
+    let mut out = output(b * lq * hd);
+    with_f32("attention", k, |ks| {
+        with_f32("attention", v, |vs| -> Result<()> {
+            // K (keys x d) and V^T (d x keys) of every (sample, head), packed once.
+            let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..b * heads)
+                .into_par_iter()
+                .map(|i| {
+                    let (bi, h) = (i / heads, i % heads);
+                    let off = bi * lk * hd + h * d;
+                    let kv = Strided {
+                        data: &ks[off..],
+                        lines: lk,
+                        depth: d,
+                        line_stride: hd,
+                        depth_stride: 1,
+                    };
+                    let vt = Strided {
+                        data: &vs[off..],
+                        lines: d,
+                        depth: lk,
+                        line_stride: 1,
+                        depth_stride: hd,
+                    };
+                    (
+                        PackedMatrix::pack(kv, Side::Left, precision),
+                        PackedMatrix::pack(vt, Side::Left, precision),
+                    )
+                })
+                .collect();
+            let weights = value_weights
+                .map(|w| with_f32("attention", w, |ws| ws.to_vec()))
+                .transpose()?;
+            with_f32("attention", q, |qs| {
+                let tiles: Vec<(usize, usize, &mut [f32])> = out
+                    .chunks_mut(lq * hd)
+                    .enumerate()
+                    .flat_map(|(bi, ob)| {
+                        ob.chunks_mut(QUERY_TILE * hd)
+                            .enumerate()
+                            .map(move |(t, o)| (bi, t * QUERY_TILE, o))
+                    })
+                    .collect();
+                tiles.into_par_iter().for_each(|(bi, q0, o)| {
+                    let rows = o.len() / hd;
+                    let w = weights.as_ref().map(|w| &w[bi * lk..(bi + 1) * lk]);
+                    let mut s = vec![0f32; lk * rows];
+                    let mut ot = vec![0f32; d * rows];
+                    let (mut max, mut sum) = (vec![0f32; rows], vec![0f32; rows]);
+                    for h in 0..heads {
+                        let (kp, vtp) = &packed[bi * heads + h];
+                        let qt = Strided {
+                            data: &qs[(bi * lq + q0) * hd + h * d..],
+                            lines: rows,
+                            depth: d,
+                            line_stride: hd,
+                            depth_stride: 1,
+                        };
+                        matmul(
+                            MatOperand::Packed(kp),
+                            qt.into(),
+                            &mut s,
+                            rows,
+                            &Epilogue::NONE,
+                            precision,
+                        );
+                        column_max(&s, rows, &mut max);
+                        exp_rows(&mut s, rows, &mut max, scale, w, &mut sum);
+                        let e = Strided::cols(&s, lk, rows);
+                        matmul(
+                            MatOperand::Packed(vtp),
+                            e.into(),
+                            &mut ot,
+                            rows,
+                            &Epilogue::NONE,
+                            precision,
+                        );
+                        for (i, orow) in o.chunks_exact_mut(hd).enumerate() {
+                            let inv = 1.0 / sum[i];
+                            for (c, dst) in orow[h * d..(h + 1) * d].iter_mut().enumerate() {
+                                *dst = ot[c * rows + i] * inv;
+                            }
+                        }
+                    }
+                });
+            })?;
+            Ok(())
+        })
+    })???;
+    from_vec(out, (b, lq, hd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, D};
+
+    /// The plain composition: softmax over the full score tensor.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, w: Option<&Tensor>) -> Tensor {
+        let (b, lq, hd) = q.dims3().unwrap();
+        let lk = k.dim(1).unwrap();
+        let d = hd / heads;
+        let split = |t: &Tensor, l| {
+            t.reshape((b, l, heads, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let v = match w {
+            Some(w) => v.broadcast_mul(&w.unsqueeze(2).unwrap()).unwrap(),
+            None => v.clone(),
+        };
+        let (q, k, v) = (split(q, lq), split(k, lk), split(&v, lk));
+        let s = (q.matmul(&k.t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
+        let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+        p.matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((b, lq, hd))
+            .unwrap()
+    }
+
+    fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let n = b
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        (d / n).sqrt()
+    }
+
+    #[test]
+    fn matches_full_softmax_on_self_and_cross_attention() {
+        let dev = Device::Cpu;
+        // (batch, lq, lk, heads, d): SD-like head widths 40 and 64, odd lengths, 77 text tokens.
+        for &(b, lq, lk, heads, d) in &[
+            (2, 130, 130, 2, 40),
+            (1, 64, 77, 3, 64),
+            (2, 7, 5, 1, 8),
+            (1, 200, 77, 8, 40),
+        ] {
+            let q = (Tensor::randn(0f32, 1.0, (b, lq, heads * d), &dev).unwrap() * 2.0).unwrap();
+            let k = (Tensor::randn(0f32, 1.0, (b, lk, heads * d), &dev).unwrap() * 2.0).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, lk, heads * d), &dev).unwrap();
+            let w = Tensor::rand(-1f32, 2.0, (b, lk), &dev).unwrap();
+            let scale = 1.0 / (d as f32).sqrt();
+            for weights in [None, Some(&w)] {
+                let want = reference(&q, &k, &v, heads, weights);
+                let got = attention(&q, &k, &v, heads, scale, weights, Precision::F32).unwrap();
+                let e = rel_l2(&got, &want);
+                assert!(
+                    e < 1e-5,
+                    "({b},{lq},{lk},{heads},{d}) weights {}: {e}",
+                    weights.is_some()
+                );
+                let got = attention(&q, &k, &v, heads, scale, weights, Precision::Bf16).unwrap();
+                let e = rel_l2(&got, &want);
+                assert!(e < 2e-2, "bf16 ({b},{lq},{lk},{heads},{d}): {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((1, 4, 8), candle_core::DType::F32, &dev).unwrap();
+        let k = Tensor::zeros((1, 5, 6), candle_core::DType::F32, &dev).unwrap();
+        assert!(attention(&q, &k, &k, 2, 1.0, None, Precision::F32).is_err());
+        assert!(attention(&q, &q, &q, 3, 1.0, None, Precision::F32).is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! 2-D convolution as one product per image: C[Cout, Ho*Wo] = W[Cout, Cin*kh*kw] P, where
+//! the patch matrix P (im2col) is never stored whole — the packing step of the matrix engine
+//! reads each depth row (ci, ky, kx) of a panel straight from the input, with the padding as
+//! zeros. Weights are packed once; bias and an optional residual are added as the product is
+//! written. 1x1 stride-1 convolutions read the input as a plain matrix.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::gemm::{self, DepthRows, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::tensor::{from_vec, output, with_f32};
+
+/// Stride and zero padding of a convolution (the same on both axes, as in SD's networks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Step between output positions.
+    pub stride: usize,
+    /// Zeros added on each side.
+    pub padding: usize,
+}
+
+/// A convolution with packed weights `[Cout, Cin, kh, kw]` and optional bias `[Cout]`.
+#[derive(Debug)]
+pub struct Conv2d {
+    weight: PackedMatrix,
+    bias: Option<Vec<f32>>,
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    geometry: ConvGeometry,
+}
+
+impl Conv2d {
+    /// Packs `weight` (any float dtype, any device; read once) and `bias` for products in
+    /// `precision`.
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        geometry: ConvGeometry,
+        precision: Precision,
+    ) -> Result<Self> {
+        let (cout, cin, kh, kw) = weight.dims4()?;
+        if geometry.stride == 0 {
+            return Err(Error::Shape {
+                op: "conv2d",
+                what: "stride 0".into(),
+            });
+        }
+        let w = weight
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(candle_core::DType::F32)?;
+        let depth = cin * kh * kw;
+        let packed = with_f32("conv2d", &w, |data| {
+            PackedMatrix::pack(Strided::rows(data, cout, depth), Side::Left, precision)
+        })?;
+        let bias = match bias {
+            Some(b) => {
+                if b.dims() != [cout] {
+                    return Err(Error::Shape {
+                        op: "conv2d",
+                        what: format!("bias {:?} for {cout} output channels", b.dims()),
+                    });
+                }
+                let b = b
+                    .to_device(&candle_core::Device::Cpu)?
+                    .to_dtype(candle_core::DType::F32)?;
+                Some(b.to_vec1::<f32>()?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            weight: packed,
+            bias,
+            cin,
+            cout,
+            kh,
+            kw,
+            geometry,
+        })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.cout
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.cin
+    }
+
+    /// Bytes held by the packed weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight.bytes()
+    }
+
+    /// The output size for an `h x w` input.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let g = self.geometry;
+        let span =
+            |n: usize, k: usize| (n + 2 * g.padding).checked_sub(k).map(|d| d / g.stride + 1);
+        Some((span(h, self.kh)?, span(w, self.kw)?))
+    }
+
+    /// `conv(x) + bias (+ residual)` for `x` `[B, Cin, H, W]` (f32, CPU); `residual` must have
+    /// the output's shape.
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_ex(x, None, residual)
+    }
+
+    /// [`forward`](Self::forward) plus a per-image channel bias `[B, Cout]` (f32, CPU), e.g.
+    /// a resnet's projected time embedding, added in the same pass.
+    pub fn forward_ex(
+        &self,
+        x: &Tensor,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, cin, h, w) = x.dims4()?;
+        let bad = |what: String| Error::Shape { op: "conv2d", what };
+        if cin != self.cin {
+            return Err(bad(format!(
+                "input {:?} for {} input channels",
+                x.dims(),
+                self.cin
+            )));
+        }
+        let (ho, wo) = self
+            .output_size(h, w)
+            .ok_or_else(|| bad(format!("input {h}x{w} smaller than the kernel")))?;
+        let out_shape = (b, self.cout, ho, wo);
+        if let Some(r) = residual {
+            if r.dims() != [b, self.cout, ho, wo] {
+                return Err(bad(format!(
+                    "residual {:?}, output {:?}",
+                    r.dims(),
+                    out_shape
+                )));
+            }
+        }
+        let image_bias: Option<Vec<f32>> = match channel_bias {
+            Some(cb) => {
+                if cb.dims() != [b, self.cout] {
+                    return Err(bad(format!(
+                        "channel bias {:?} for [{b}, {}]",
+                        cb.dims(),
+                        self.cout
+                    )));
+                }
+                let mut v = with_f32("conv2d", cb, |d| d.to_vec())?;
+                if let Some(bias) = &self.bias {
+                    for row in v.chunks_mut(self.cout) {
+                        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+                    }
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let plane_in = cin * h * w;
+        let plane_out = self.cout * ho * wo;
+        let mut out = output(b * plane_out);
+        let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
+            for i in 0..b {
+                let input = &xs[i * plane_in..(i + 1) * plane_in];
+                let c = &mut out[i * plane_out..(i + 1) * plane_out];
+                let bias_row = match &image_bias {
+                    Some(v) => Some(&v[i * self.cout..(i + 1) * self.cout]),
+                    None => self.bias.as_deref(),
+                };
+                let epi = Epilogue {
+                    bias_row,
+                    bias_col: None,
+                    residual: res.map(|r| &r[i * plane_out..(i + 1) * plane_out]),
+                    residual_ld: ho * wo,
+                };
+                self.image(input, h, w, ho, wo, c, &epi);
+            }
+        };
+        with_f32("conv2d", x, |xs| match residual {
+            Some(r) => with_f32("conv2d", r, |rs| run(xs, Some(rs), &mut out)),
+            None => {
+                run(xs, None, &mut out);
+                Ok(())
+            }
+        })??;
+        from_vec(out, out_shape)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn image(
+        &self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        c: &mut [f32],
+        epi: &Epilogue,
+    ) {
+        let g = self.geometry;
+        let precision = self.weight.precision();
+        if self.kh == 1 && self.kw == 1 && g.stride == 1 && g.padding == 0 {
+            let x = Strided::cols(input, self.cin, h * w);
+            gemm::matmul(
+                MatOperand::Packed(&self.weight),
+                x.into(),
+                c,
+                ho * wo,
+                epi,
+                precision,
+            );
+            return;
+        }
+        let patches = Patches {
+            input,
+            h,
+            w,
+            wo,
+            kh: self.kh,
+            kw: self.kw,
+            stride: g.stride,
+            padding: g.padding,
+        };
+        gemm::matmul_with_source(
+            MatOperand::Packed(&self.weight),
+            gemm::RightOperand::Rows {
+                source: &patches,
+                lines: ho * wo,
+                depth: self.cin * self.kh * self.kw,
+            },
+            c,
+            ho * wo,
+            epi,
+            precision,
+        );
+    }
+}
+
+/// The patch matrix of one image: depth row (ci, ky, kx), line p = (oy, ox) holds
+/// `x[ci, oy*s + ky - pad, ox*s + kx - pad]`, zero outside the image.
+struct Patches<'a> {
+    input: &'a [f32],
+    h: usize,
+    w: usize,
+    wo: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl DepthRows for Patches<'_> {
+    fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
+        let kx = k % self.kw;
+        let ky = (k / self.kw) % self.kh;
+        let ci = k / (self.kw * self.kh);
+        let plane = &self.input[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+        let (s, pad) = (self.stride, self.padding as isize);
+        let mut done = 0;
+        while done < out.len() {
+            let p = l0 + done;
+            let (oy, ox) = (p / self.wo, p % self.wo);
+            let len = (self.wo - ox).min(out.len() - done);
+            let seg = &mut out[done..done + len];
+            done += len;
+            let iy = (oy * s) as isize + ky as isize - pad;
+            if iy < 0 || iy >= self.h as isize {
+                seg.fill(0.0);
+                continue;
+            }
+            let row = &plane[iy as usize * self.w..(iy as usize + 1) * self.w];
+            let x0 = (ox * s) as isize + kx as isize - pad;
+            if s == 1 {
+                // Output columns whose input column x0 + j lies inside [0, w).
+                let first = (-x0).clamp(0, len as isize) as usize;
+                let last = (self.w as isize - x0).clamp(0, len as isize) as usize;
+                seg[..first].fill(0.0);
+                if last > first {
+                    let from = (x0 + first as isize) as usize;
+                    seg[first..last].copy_from_slice(&row[from..from + (last - first)]);
+                }
+                seg[last.max(first)..].fill(0.0);
+            } else {
+                for (j, v) in seg.iter_mut().enumerate() {
+                    let ix = x0 + (j * s) as isize;
+                    *v = if ix >= 0 && ix < self.w as isize {
+                        row[ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn rand(dims: &[usize], seed: u64) -> Tensor {
+        let n: usize = dims.iter().product();
+        let mut s = seed | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let n = b
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        (d / n).sqrt()
+    }
+
+    #[test]
+    fn matches_candle_on_sd_and_odd_shapes() {
+        // (batch, cin, cout, h, w, k, stride, padding)
+        let cases = [
+            (2, 32, 40, 16, 16, 3, 1, 1),
+            (1, 7, 5, 9, 5, 3, 1, 1),
+            (2, 16, 16, 9, 7, 3, 2, 1),
+            (1, 16, 16, 8, 8, 3, 2, 0),
+            (2, 24, 8, 5, 11, 1, 1, 0),
+            (1, 4, 33, 3, 3, 3, 1, 1),
+            (1, 3, 4, 1, 1, 3, 1, 1),
+        ];
+        for (i, &(b, cin, cout, h, w, k, s, p)) in cases.iter().enumerate() {
+            let x = rand(&[b, cin, h, w], 11 + i as u64);
+            let wt = rand(&[cout, cin, k, k], 23 + i as u64);
+            let bias = rand(&[cout], 31 + i as u64);
+            let want = x
+                .conv2d(&wt, p, s, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let res = rand(want.dims(), 41 + i as u64);
+            let geometry = ConvGeometry {
+                stride: s,
+                padding: p,
+            };
+            for precision in [Precision::F32, Precision::Bf16] {
+                let conv = Conv2d::new(&wt, Some(&bias), geometry, precision).unwrap();
+                let got = conv.forward(&x, None).unwrap();
+                let bound = if precision == Precision::F32 {
+                    1e-6
+                } else {
+                    1e-2
+                };
+                let e = rel_l2(&got, &want);
+                assert!(e < bound, "case {i} {precision:?}: rel L2 {e}");
+                let got = conv.forward(&x, Some(&res)).unwrap();
+                let e = rel_l2(&got, &(&want + &res).unwrap());
+                assert!(e < bound, "case {i} {precision:?} + residual: rel L2 {e}");
+                let cb = rand(&[b, cout], 53 + i as u64);
+                let got = conv.forward_ex(&x, Some(&cb), None).unwrap();
+                let with_cb = want
+                    .broadcast_add(&cb.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
+                    .unwrap();
+                let e = rel_l2(&got, &with_cb);
+                assert!(
+                    e < bound,
+                    "case {i} {precision:?} + channel bias: rel L2 {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_channels_and_non_f32() {
+        let conv = Conv2d::new(
+            &rand(&[4, 3, 3, 3], 1),
+            None,
+            ConvGeometry {
+                stride: 1,
+                padding: 1,
+            },
+            Precision::F32,
+        )
+        .unwrap();
+        let err = conv.forward(&rand(&[1, 5, 8, 8], 2), None).unwrap_err();
+        assert!(err.to_string().contains("input channels"), "{err}");
+        let half = rand(&[1, 3, 8, 8], 3).to_dtype(DType::F16).unwrap();
+        assert!(conv.forward(&half, None).is_err());
+    }
+}

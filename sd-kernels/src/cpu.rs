@@ -1,0 +1,139 @@
+//! Which instruction sets this CPU offers, read once per process.
+//!
+//! On Linux the flags come from `/proc/cpuinfo` (what the kernel enabled, which is what a VM
+//! really allows), cross-checked with `is_x86_feature_detected!` (what the compiler's runtime
+//! checks see); a feature is used only when both say yes. `SD_KERNELS_ISA=avx2|generic` forces a
+//! lower tier, for tests of the fallbacks and for comparisons.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+thread_local! {
+    static OVERRIDE: Cell<Option<Isa>> = const { Cell::new(None) };
+}
+
+/// The instruction-set tiers the fast paths are written for, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Portable Rust (auto-vectorised by the compiler only).
+    Generic,
+    /// AVX2 + FMA, 256-bit registers.
+    Avx2,
+    /// AVX-512 F/BW/DQ/VL, 512-bit registers.
+    Avx512,
+    /// AVX-512 with the BF16 dot-product instructions (`vdpbf16ps`).
+    Avx512Bf16,
+}
+
+impl Isa {
+    /// The best tier this CPU supports (and the environment allows), detected once.
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let best = detect_uncached();
+            match std::env::var("SD_KERNELS_ISA").as_deref() {
+                Ok("generic") => Isa::Generic,
+                Ok("avx2") => best.min(Isa::Avx2),
+                Ok("avx512") => best.min(Isa::Avx512),
+                _ => best,
+            }
+        })
+    }
+
+    /// The tier kernels started from this thread use now: [`Isa::detect`], or the lower tier
+    /// chosen with [`with_isa`].
+    pub fn active() -> Isa {
+        OVERRIDE.with(|o| o.get()).unwrap_or_else(Isa::detect)
+    }
+
+    /// Whether bf16 products run on dedicated instructions (else bf16 is widened to f32).
+    pub fn has_bf16_dot(self) -> bool {
+        self == Isa::Avx512Bf16
+    }
+
+    /// A short name for reports (`avx512-bf16`, `avx512`, `avx2`, `generic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+}
+
+/// Runs `f` with kernels limited to `isa` (never above [`Isa::detect`]) on this thread, e.g. to
+/// test or time the AVX2 and portable fallbacks on an AVX-512 machine. Data packed inside `f`
+/// (weights) must be used inside it too.
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    let previous = OVERRIDE.with(|o| o.replace(Some(isa.min(Isa::detect()))));
+    let out = f();
+    OVERRIDE.with(|o| o.set(previous));
+    out
+}
+
+/// The `flags` line of the first processor in `/proc/cpuinfo`, split into words.
+fn proc_cpuinfo_flags() -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("flags"))?;
+    let (_, flags) = line.split_once(':')?;
+    Some(flags.split_whitespace().map(str::to_owned).collect())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_uncached() -> Isa {
+    let flags = proc_cpuinfo_flags();
+    // Without /proc/cpuinfo (not Linux) trust the runtime checks alone.
+    let has = |name: &str| flags.as_ref().is_none_or(|f| f.iter().any(|x| x == name));
+    let avx2 = has("avx2")
+        && has("fma")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma");
+    let avx512 = avx2
+        && ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
+            .iter()
+            .all(|f| has(f))
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vl");
+    let bf16 = avx512 && has("avx512_bf16") && is_x86_feature_detected!("avx512bf16");
+    if bf16 {
+        Isa::Avx512Bf16
+    } else if avx512 {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Generic
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_uncached() -> Isa {
+    let _ = proc_cpuinfo_flags;
+    Isa::Generic
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_agrees_with_the_compiler_runtime_checks() {
+        let isa = detect_uncached();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa >= Isa::Avx2 {
+                assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+            }
+            if isa >= Isa::Avx512 {
+                assert!(is_x86_feature_detected!("avx512f"));
+            }
+            if isa.has_bf16_dot() {
+                assert!(is_x86_feature_detected!("avx512bf16"));
+            }
+        }
+        assert!(!isa.name().is_empty());
+    }
+}

@@ -1,0 +1,30 @@
+//! A 64-byte aligned, reusable scratch buffer, so packed panels start on cache lines and
+//! vector loads from them never split one.
+
+/// One cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// Scratch memory for `T` values (`f32` or bf16 bits), grown on demand, never shrunk.
+pub(crate) struct AlignedBuf {
+    lines: Vec<Line>,
+}
+
+impl AlignedBuf {
+    pub(crate) const fn new() -> Self {
+        Self { lines: Vec::new() }
+    }
+
+    /// A slice of at least `len` values, contents unspecified (callers write before reading).
+    pub(crate) fn get<T: Copy + Default>(&mut self, len: usize) -> &mut [T] {
+        let bytes = len * std::mem::size_of::<T>();
+        let needed = bytes.div_ceil(64);
+        if self.lines.len() < needed {
+            self.lines.resize(needed, Line([0; 64]));
+        }
+        // SAFETY: the lines are plain bytes, 64-byte aligned (stronger than T's alignment), at
+        // least `bytes` long; T is a plain number type (f32 / u16) valid for any bit pattern.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<T>(), len) }
+    }
+}

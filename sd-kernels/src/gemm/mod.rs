@@ -1,0 +1,530 @@
+//! The matrix engine: C = A B (+ bias, + residual) in f32, or with bf16 products and f32
+//! accumulation, on packed panels and the best micro-kernel for this CPU.
+//!
+//! - [`PackedMatrix`] packs a matrix once (weights at load), for the left or right side.
+//! - [`matmul`] multiplies any mix of packed and [`Strided`] operands into a row-major C.
+//!
+//! Kernels: AVX-512 14x32 f32 and bf16 (`vdpbf16ps`), AVX2 6x16 f32, portable 4x16 f32,
+//! chosen by [`Isa::active`](crate::cpu::Isa::active). Without the bf16 instructions a bf16
+//! product runs in f32 on the values rounded to bf16, so results agree across CPUs.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod buffer;
+mod driver;
+mod generic;
+mod kernel;
+mod operand;
+
+pub(crate) use buffer::AlignedBuf;
+pub use driver::Epilogue;
+pub use operand::Strided;
+pub(crate) use operand::{ByRows, DepthRows};
+
+use crate::cpu::Isa;
+use kernel::{Kernel, PackElem};
+use operand::{Operand, Prepacked};
+
+/// The arithmetic of a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 inputs, f32 products and sums.
+    F32,
+    /// Inputs rounded to bf16, exact products, f32 sums (as `vdpbf16ps` and oneDNN do).
+    Bf16,
+}
+
+/// Which micro-kernel a product runs on (fixed per process by the detected ISA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelId {
+    Generic,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16,
+}
+
+impl KernelId {
+    fn select(precision: Precision) -> Self {
+        let isa = Isa::active();
+        #[cfg(target_arch = "x86_64")]
+        {
+            match (isa, precision) {
+                (Isa::Avx512Bf16, Precision::Bf16) => return KernelId::Avx512Bf16,
+                (Isa::Avx512Bf16 | Isa::Avx512, _) => return KernelId::Avx512,
+                (Isa::Avx2, _) => return KernelId::Avx2,
+                _ => {}
+            }
+        }
+        let _ = (isa, precision);
+        KernelId::Generic
+    }
+
+    /// (MR, NR, KP) of the kernel.
+    fn shape(self) -> (usize, usize, usize) {
+        fn of<K: Kernel>() -> (usize, usize, usize) {
+            (K::MR, K::NR, K::KP)
+        }
+        match self {
+            KernelId::Generic => of::<generic::F32x4x16>(),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx2 => of::<avx2::F32x6x16>(),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512 => of::<avx512::F32x14x32>(),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512Bf16 => of::<avx512::Bf16x14x32>(),
+        }
+    }
+}
+
+/// Which operand of `A B` a packed matrix is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// A: lines are the rows of the product.
+    Left,
+    /// B: lines are the columns of the product.
+    Right,
+}
+
+#[derive(Debug)]
+enum PackedData {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+}
+
+/// A matrix packed once into micro-kernel panels (weights: pack at load, multiply many times).
+/// Memory: `lines x depth` values (padded to whole panels), 4 bytes each in f32 and 2 in bf16
+/// (when the CPU has bf16 dot products; else bf16-rounded values are kept as f32).
+#[derive(Debug)]
+pub struct PackedMatrix {
+    side: Side,
+    precision: Precision,
+    kernel: KernelId,
+    lines: usize,
+    depth: usize,
+    data: PackedData,
+}
+
+impl PackedMatrix {
+    /// Packs `src` (lines x depth) to be the `side` operand of products in `precision`.
+    pub fn pack(src: Strided, side: Side, precision: Precision) -> Self {
+        assert!(src.in_bounds(), "PackedMatrix::pack: view out of bounds");
+        let kernel = KernelId::select(precision);
+        let (mr, nr, kp) = kernel.shape();
+        let w = if side == Side::Left { mr } else { nr };
+        let groups = src.depth.div_ceil(kp);
+        let panel = groups * w * kp;
+        let npanels = src.lines.div_ceil(w);
+        let mut scratch = AlignedBuf::new();
+        let data = if kp == 2 {
+            // SAFETY: the whole view is in bounds (asserted above).
+            let p: operand::Panels<u16> =
+                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut scratch) };
+            // SAFETY: `panels` wrote npanels * panel values at p.ptr.
+            PackedData::Bf16(unsafe { std::slice::from_raw_parts(p.ptr, npanels * panel) }.to_vec())
+        } else {
+            let rounded;
+            let src = if precision == Precision::Bf16 {
+                // Same numbers as the bf16 kernel: round to bf16, compute in f32.
+                rounded = src_to_bf16_values(&src);
+                Strided {
+                    data: &rounded,
+                    lines: src.lines,
+                    depth: src.depth,
+                    line_stride: src.depth,
+                    depth_stride: 1,
+                }
+            } else {
+                src
+            };
+            // SAFETY: as above.
+            let p: operand::Panels<f32> =
+                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut scratch) };
+            // SAFETY: as above.
+            PackedData::F32(unsafe { std::slice::from_raw_parts(p.ptr, npanels * panel) }.to_vec())
+        };
+        Self {
+            side,
+            precision,
+            kernel,
+            lines: src.lines,
+            depth: src.depth,
+            data,
+        }
+    }
+
+    /// Lines (rows for [`Side::Left`], columns for [`Side::Right`]).
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// The shared dimension k.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The precision products with this matrix run in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Which side of the product it was packed for.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            PackedData::F32(v) => v.len() * 4,
+            PackedData::Bf16(v) => v.len() * 2,
+        }
+    }
+}
+
+/// Copies a view into a dense lines x depth matrix of values rounded to bf16.
+fn src_to_bf16_values(src: &Strided) -> Vec<f32> {
+    let mut out = Vec::with_capacity(src.lines * src.depth);
+    for l in 0..src.lines {
+        for k in 0..src.depth {
+            let v = src.data[l * src.line_stride + k * src.depth_stride];
+            out.push(round_bf16(v));
+        }
+    }
+    out
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), as f32.
+#[inline]
+pub fn round_bf16(x: f32) -> f32 {
+    half::bf16::from_f32(x).to_f32()
+}
+
+/// One operand of [`matmul`]: packed once, or a strided view packed on the fly.
+#[derive(Clone, Copy)]
+pub enum MatOperand<'a> {
+    /// Packed once.
+    Packed(&'a PackedMatrix),
+    /// Packed on the fly.
+    Strided(Strided<'a>),
+}
+
+impl<'a> From<&'a PackedMatrix> for MatOperand<'a> {
+    fn from(p: &'a PackedMatrix) -> Self {
+        MatOperand::Packed(p)
+    }
+}
+
+impl<'a> From<Strided<'a>> for MatOperand<'a> {
+    fn from(s: Strided<'a>) -> Self {
+        MatOperand::Strided(s)
+    }
+}
+
+/// C = A B + epilogue for `a` (m lines x k) and `b` (n lines x k) into row-major `c`
+/// (`m` rows, stride `ldc`). Packed operands must have been packed for their side in
+/// `precision`.
+///
+/// # Panics
+/// When shapes, sides, precisions or the output length disagree.
+pub fn matmul(
+    a: MatOperand,
+    b: MatOperand,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue,
+    precision: Precision,
+) {
+    matmul_with_source::<NoSource>(a, RightOperand::Mat(b), c, ldc, epilogue, precision)
+}
+
+/// The right operand of a product, including the internal on-the-fly sources.
+pub(crate) enum RightOperand<'a, S: DepthRows> {
+    Mat(MatOperand<'a>),
+    Rows {
+        source: &'a S,
+        lines: usize,
+        depth: usize,
+    },
+}
+
+impl<S: DepthRows> Clone for RightOperand<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: DepthRows> Copy for RightOperand<'_, S> {}
+
+/// A [`DepthRows`] type for products that use no custom source.
+pub(crate) struct NoSource;
+impl DepthRows for NoSource {
+    fn row(&self, _: usize, _: usize, _: &mut [f32]) {
+        unreachable!("NoSource is never read")
+    }
+}
+
+fn dims(op: &MatOperand, side: Side, precision: Precision) -> (usize, usize) {
+    match op {
+        MatOperand::Packed(p) => {
+            assert_eq!(p.side, side, "matmul: operand packed for the other side");
+            assert_eq!(
+                p.precision, precision,
+                "matmul: operand packed for another precision"
+            );
+            (p.lines, p.depth)
+        }
+        MatOperand::Strided(s) => {
+            assert!(s.in_bounds(), "matmul: strided operand out of bounds");
+            (s.lines, s.depth)
+        }
+    }
+}
+
+pub(crate) fn matmul_with_source<S: DepthRows>(
+    a: MatOperand,
+    b: RightOperand<S>,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue,
+    precision: Precision,
+) {
+    let (m, k) = dims(&a, Side::Left, precision);
+    let (n, kb) = match &b {
+        RightOperand::Mat(b) => dims(b, Side::Right, precision),
+        RightOperand::Rows { lines, depth, .. } => (*lines, *depth),
+    };
+    assert_eq!(k, kb, "matmul: inner dimensions differ");
+    assert!(
+        ldc >= n && (m == 0 || c.len() >= (m - 1) * ldc + n),
+        "matmul: output too small"
+    );
+    if let Some(b) = epi.bias_row {
+        assert!(b.len() >= m, "matmul: row bias too short");
+    }
+    if let Some(b) = epi.bias_col {
+        assert!(b.len() >= n, "matmul: column bias too short");
+    }
+    if let Some(r) = epi.residual {
+        assert!(
+            epi.residual_ld >= n && (m == 0 || r.len() >= (m - 1) * epi.residual_ld + n),
+            "matmul: residual too small"
+        );
+    }
+    let kernel = KernelId::select(precision);
+    for op in [
+        Some(&a),
+        if let RightOperand::Mat(b) = &b {
+            Some(b)
+        } else {
+            None
+        },
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let MatOperand::Packed(p) = op {
+            assert_eq!(p.kernel, kernel, "matmul: packed for another kernel");
+        }
+    }
+    // SAFETY: shapes and lengths were checked above.
+    unsafe {
+        match kernel {
+            KernelId::Generic => run::<generic::F32x4x16, S>(m, n, k, a, b, c, ldc, epi, precision),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx2 => run::<avx2::F32x6x16, S>(m, n, k, a, b, c, ldc, epi, precision),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512 => run::<avx512::F32x14x32, S>(m, n, k, a, b, c, ldc, epi, precision),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512Bf16 => {
+                run::<avx512::Bf16x14x32, S>(m, n, k, a, b, c, ldc, epi, precision)
+            }
+        }
+    }
+}
+
+/// Strided operands rounded to bf16 while packing (f32 kernels emulating bf16 products).
+struct RoundedBf16<T>(T);
+
+impl<T: DepthRows> DepthRows for RoundedBf16<T> {
+    fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
+        self.0.row(k, l0, out);
+        for v in out.iter_mut() {
+            *v = round_bf16(*v);
+        }
+    }
+}
+
+trait PackedAccess<E> {
+    fn prepacked(&self) -> Prepacked<'_, E>;
+}
+
+impl<E: PackElem> PackedAccess<E> for PackedMatrix {
+    fn prepacked(&self) -> Prepacked<'_, E> {
+        let (_, _, kp) = self.kernel.shape();
+        let groups_total = self.depth.div_ceil(kp);
+        let data: &[E] = match &self.data {
+            PackedData::F32(v) if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() => {
+                // SAFETY: E is f32 (checked by TypeId).
+                unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
+            }
+            PackedData::Bf16(v) if std::any::TypeId::of::<E>() == std::any::TypeId::of::<u16>() => {
+                // SAFETY: E is u16 (checked by TypeId).
+                unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
+            }
+            _ => unreachable!("packed data type does not match its kernel"),
+        };
+        Prepacked { data, groups_total }
+    }
+}
+
+/// Dispatches the operand kinds to the monomorphised driver.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run<K: Kernel, S: DepthRows>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatOperand,
+    b: RightOperand<S>,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue,
+    precision: Precision,
+) {
+    // f32 kernels emulate bf16 products on rounded inputs (packed ones are rounded already).
+    let emulate = precision == Precision::Bf16 && K::KP == 1;
+    let c = c.as_mut_ptr();
+    match a {
+        MatOperand::Packed(p) => with_right::<K, S, _>(
+            m,
+            n,
+            k,
+            &PackedAccess::<K::Elem>::prepacked(p),
+            b,
+            c,
+            ldc,
+            epi,
+            emulate,
+        ),
+        MatOperand::Strided(s) if emulate => {
+            with_right::<K, S, _>(m, n, k, &ByRows(&RoundedBf16(s)), b, c, ldc, epi, emulate)
+        }
+        MatOperand::Strided(s)
+            if K::DIRECT_A && s.depth_stride == 1 && m >= K::MR && k.is_multiple_of(K::KP) =>
+        {
+            // Whole panels read in place; the last rows (fewer than MR) packed as usual.
+            let main = m / K::MR * K::MR;
+            if K::KP == 1 {
+                // SAFETY: K::Elem is f32 when KP == 1 (checked by TypeId below).
+                assert_eq!(
+                    std::any::TypeId::of::<K::Elem>(),
+                    std::any::TypeId::of::<f32>()
+                );
+                let data: &[K::Elem] =
+                    std::slice::from_raw_parts(s.data.as_ptr().cast(), s.data.len());
+                let direct = operand::DirectRows {
+                    data,
+                    ld: s.line_stride,
+                };
+                with_right::<K, S, _>(main, n, k, &direct, b, c, ldc, epi, emulate);
+            } else {
+                assert_eq!(
+                    std::any::TypeId::of::<K::Elem>(),
+                    std::any::TypeId::of::<u16>()
+                );
+                let rows = bf16_rows(&s, main);
+                let data: &[K::Elem] = std::slice::from_raw_parts(rows.as_ptr().cast(), rows.len());
+                let direct = operand::DirectRows { data, ld: k };
+                with_right::<K, S, _>(main, n, k, &direct, b, c, ldc, epi, emulate);
+            }
+            if main < m {
+                let tail = Strided {
+                    data: &s.data[main * s.line_stride..],
+                    lines: m - main,
+                    ..s
+                };
+                let epi = epi.rows_from(main);
+                with_right::<K, S, _>(
+                    m - main,
+                    n,
+                    k,
+                    &tail,
+                    b,
+                    c.add(main * ldc),
+                    ldc,
+                    &epi,
+                    emulate,
+                );
+            }
+        }
+        MatOperand::Strided(s) => with_right::<K, S, _>(m, n, k, &s, b, c, ldc, epi, emulate),
+    }
+}
+
+/// The first `rows` rows of a row-major view, rounded to bf16 bits, densely (`depth` apart).
+fn bf16_rows(s: &Strided, rows: usize) -> Vec<u16> {
+    let mut out = vec![0u16; rows * s.depth];
+    for (r, dst) in out.chunks_exact_mut(s.depth).enumerate() {
+        let src = &s.data[r * s.line_stride..r * s.line_stride + s.depth];
+        to_bf16_slice(src, dst);
+    }
+    out
+}
+
+crate::simd::multiversion! {
+    /// dst[i] = bf16 bits of src[i], rounded to nearest even (NaN stays NaN).
+    fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            let bits = x.to_bits();
+            *d = if x.is_nan() {
+                ((bits >> 16) | 0x40) as u16
+            } else {
+                ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+            };
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn with_right<K: Kernel, S: DepthRows, A: Operand<K::Elem>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &A,
+    b: RightOperand<S>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+    emulate: bool,
+) {
+    match b {
+        RightOperand::Mat(MatOperand::Packed(p)) => driver::gemm::<K, _, _>(
+            m,
+            n,
+            k,
+            a,
+            &PackedAccess::<K::Elem>::prepacked(p),
+            c,
+            ldc,
+            epi,
+        ),
+        RightOperand::Mat(MatOperand::Strided(s)) if emulate => {
+            driver::gemm::<K, _, _>(m, n, k, a, &ByRows(&RoundedBf16(s)), c, ldc, epi)
+        }
+        RightOperand::Mat(MatOperand::Strided(s)) => {
+            driver::gemm::<K, _, _>(m, n, k, a, &s, c, ldc, epi)
+        }
+        RightOperand::Rows { source, .. } if emulate => {
+            driver::gemm::<K, _, _>(m, n, k, a, &ByRows(&RoundedBf16(source)), c, ldc, epi)
+        }
+        RightOperand::Rows { source, .. } => {
+            driver::gemm::<K, _, _>(m, n, k, a, &ByRows(source), c, ldc, epi)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

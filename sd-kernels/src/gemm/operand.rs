@@ -1,0 +1,303 @@
+//! The operands of a product, as the driver sees them: a set of "lines" (rows of A, columns
+//! of B), each `depth` long, delivered as packed panels of `W` lines for a block of depth —
+//! either from panels packed once ([`Prepacked`], weights) or packed on the fly into scratch
+//! (strided matrices, convolution patches).
+
+use super::buffer::AlignedBuf;
+use super::kernel::PackElem;
+
+/// A block of panels: panel `p` starts at `ptr + p * panel_stride`; `row_stride` 0 means
+/// packed panels, else rows read in place at that distance (direct A).
+#[derive(Clone, Copy)]
+pub(crate) struct Panels<E> {
+    pub ptr: *const E,
+    pub panel_stride: usize,
+    pub row_stride: usize,
+}
+
+/// Something the driver can read panels from.
+pub(crate) trait Operand<E: PackElem>: Sync {
+    /// Panels for lines `[l0, l0 + nl)` (l0 a multiple of `w`) and depth `[k0, k0 + kc)`
+    /// (k0 a multiple of `kp`), zero-padded to whole panels and groups.
+    ///
+    /// # Safety
+    /// The ranges must lie inside the operand; the result is valid until `scratch` is reused.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panels(
+        &self,
+        l0: usize,
+        nl: usize,
+        k0: usize,
+        kc: usize,
+        w: usize,
+        kp: usize,
+        scratch: &mut AlignedBuf,
+    ) -> Panels<E>;
+
+    /// Whether panels come without packing work (then the driver splits the other operand).
+    fn is_prepacked(&self) -> bool {
+        false
+    }
+}
+
+/// Lines whose values the operand computes one depth row at a time: `row(k, l0, out)` writes
+/// the values of lines `l0..l0 + out.len()` at depth `k` (used for B operands, where a row of
+/// depth is contiguous across lines, and for convolution patches).
+pub(crate) trait DepthRows: Sync {
+    /// Writes `out[i] = value(line l0 + i, depth k)`.
+    fn row(&self, k: usize, l0: usize, out: &mut [f32]);
+}
+
+impl<T: DepthRows> DepthRows for &T {
+    fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
+        (**self).row(k, l0, out)
+    }
+}
+
+/// Packs `nl` lines from `src` as panels of width `w`, each value through `E::from_f32`.
+#[allow(clippy::too_many_arguments)]
+fn pack_by_rows<E: PackElem, S: DepthRows>(
+    src: &S,
+    l0: usize,
+    nl: usize,
+    k0: usize,
+    kc: usize,
+    w: usize,
+    kp: usize,
+    scratch: &mut AlignedBuf,
+) -> Panels<E> {
+    let groups = kc.div_ceil(kp);
+    let panel_stride = groups * w * kp;
+    let npanels = nl.div_ceil(w);
+    let dst = scratch.get::<E>(npanels * panel_stride);
+    let mut rows = vec![0f32; w * kp];
+    let fast_bf16 = kp == 2 && w.is_multiple_of(16) && crate::cpu::Isa::active().has_bf16_dot();
+    for p in 0..npanels {
+        let lines = w.min(nl - p * w);
+        let panel = &mut dst[p * panel_stride..(p + 1) * panel_stride];
+        for g in 0..groups {
+            for (q, row) in rows.chunks_exact_mut(w).enumerate() {
+                let k = g * kp + q;
+                if k < kc {
+                    src.row(k0 + k, l0 + p * w, &mut row[..lines]);
+                    row[lines..].fill(0.0);
+                } else {
+                    row.fill(0.0);
+                }
+            }
+            let group = &mut panel[g * w * kp..(g + 1) * w * kp];
+            if fast_bf16 {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512 BF16 (checked), rows hold 2 w values, group 2 w;
+                // E is u16 whenever kp == 2.
+                unsafe {
+                    super::avx512::interleave_bf16(
+                        rows.as_ptr(),
+                        rows.as_ptr().add(w),
+                        w,
+                        group.as_mut_ptr().cast(),
+                    )
+                };
+                continue;
+            }
+            for l in 0..w {
+                for q in 0..kp {
+                    group[l * kp + q] = E::from_f32(rows[q * w + l]);
+                }
+            }
+        }
+    }
+    Panels {
+        ptr: dst.as_ptr(),
+        panel_stride,
+        row_stride: 0,
+    }
+}
+
+/// A plain matrix view: value (line l, depth k) is `data[l * line_stride + k * depth_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Number of lines.
+    pub lines: usize,
+    /// Length of each line.
+    pub depth: usize,
+    /// Step between lines.
+    pub line_stride: usize,
+    /// Step along a line.
+    pub depth_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A row-major `[rows, cols]` matrix read as the left operand (lines = rows).
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            lines: rows,
+            depth: cols,
+            line_stride: cols,
+            depth_stride: 1,
+        }
+    }
+
+    /// A row-major `[rows, cols]` matrix read as the right operand (lines = columns).
+    pub fn cols(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            lines: cols,
+            depth: rows,
+            line_stride: 1,
+            depth_stride: cols,
+        }
+    }
+
+    /// Whether every index this view can form lies inside `data`.
+    pub fn in_bounds(&self) -> bool {
+        if self.lines == 0 || self.depth == 0 {
+            return true;
+        }
+        let last = (self.lines - 1) * self.line_stride + (self.depth - 1) * self.depth_stride;
+        last < self.data.len()
+    }
+}
+
+impl DepthRows for Strided<'_> {
+    fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
+        let base = k * self.depth_stride + l0 * self.line_stride;
+        if self.line_stride == 1 {
+            out.copy_from_slice(&self.data[base..base + out.len()]);
+        } else {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = self.data[base + i * self.line_stride];
+            }
+        }
+    }
+}
+
+impl<E: PackElem> Operand<E> for Strided<'_> {
+    unsafe fn panels(
+        &self,
+        l0: usize,
+        nl: usize,
+        k0: usize,
+        kc: usize,
+        w: usize,
+        kp: usize,
+        scratch: &mut AlignedBuf,
+    ) -> Panels<E> {
+        if self.depth_stride != 1 {
+            return pack_by_rows(self, l0, nl, k0, kc, w, kp, scratch);
+        }
+        // Lines are contiguous along depth (a row-major left operand): copy line by line.
+        let groups = kc.div_ceil(kp);
+        let panel_stride = groups * w * kp;
+        let npanels = nl.div_ceil(w);
+        let dst = scratch.get::<E>(npanels * panel_stride);
+        for p in 0..npanels {
+            let panel = &mut dst[p * panel_stride..(p + 1) * panel_stride];
+            for l in 0..w {
+                let line = p * w + l;
+                if line >= nl {
+                    for g in 0..groups {
+                        for q in 0..kp {
+                            panel[(g * w + l) * kp + q] = E::default();
+                        }
+                    }
+                    continue;
+                }
+                let start = (l0 + line) * self.line_stride + k0;
+                let src = &self.data[start..start + kc];
+                for g in 0..groups {
+                    for q in 0..kp {
+                        let k = g * kp + q;
+                        let v = if k < kc { src[k] } else { 0.0 };
+                        panel[(g * w + l) * kp + q] = E::from_f32(v);
+                    }
+                }
+            }
+        }
+        Panels {
+            ptr: dst.as_ptr(),
+            panel_stride,
+            row_stride: 0,
+        }
+    }
+}
+
+/// Any [`DepthRows`] source packed row by row.
+pub(crate) struct ByRows<'a, S>(pub &'a S);
+
+impl<E: PackElem, S: DepthRows> Operand<E> for ByRows<'_, S> {
+    unsafe fn panels(
+        &self,
+        l0: usize,
+        nl: usize,
+        k0: usize,
+        kc: usize,
+        w: usize,
+        kp: usize,
+        scratch: &mut AlignedBuf,
+    ) -> Panels<E> {
+        pack_by_rows(self.0, l0, nl, k0, kc, w, kp, scratch)
+    }
+}
+
+/// Panels packed once for the whole depth: panel p at `p * groups_total * w * kp`.
+pub(crate) struct Prepacked<'a, E> {
+    pub data: &'a [E],
+    pub groups_total: usize,
+}
+
+impl<E: PackElem> Operand<E> for Prepacked<'_, E> {
+    unsafe fn panels(
+        &self,
+        l0: usize,
+        _nl: usize,
+        k0: usize,
+        _kc: usize,
+        w: usize,
+        kp: usize,
+        _scratch: &mut AlignedBuf,
+    ) -> Panels<E> {
+        let panel_stride = self.groups_total * w * kp;
+        Panels {
+            ptr: self
+                .data
+                .as_ptr()
+                .add((l0 / w) * panel_stride + (k0 / kp) * w * kp),
+            panel_stride,
+            row_stride: 0,
+        }
+    }
+
+    fn is_prepacked(&self) -> bool {
+        true
+    }
+}
+
+/// A row-major left operand read in place by the kernel (no packing): `lines` rows of
+/// `depth` values (a multiple of `kp`), row l at `l * ld`. Only whole panels may be asked for.
+pub(crate) struct DirectRows<'a, E> {
+    pub data: &'a [E],
+    pub ld: usize,
+}
+
+impl<E: PackElem> Operand<E> for DirectRows<'_, E> {
+    unsafe fn panels(
+        &self,
+        l0: usize,
+        _nl: usize,
+        k0: usize,
+        _kc: usize,
+        w: usize,
+        _kp: usize,
+        _scratch: &mut AlignedBuf,
+    ) -> Panels<E> {
+        Panels {
+            ptr: self.data.as_ptr().add(l0 * self.ld + k0),
+            panel_stride: w * self.ld,
+            row_stride: self.ld,
+        }
+    }
+}

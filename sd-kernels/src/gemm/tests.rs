@@ -1,0 +1,170 @@
+//! Every kernel tier against a float64 reference, on shapes that exercise edge tiles, several
+//! k blocks, both split directions and every operand kind.
+
+use super::*;
+use crate::cpu::{with_isa, Isa};
+
+/// A small deterministic generator (values in [-1, 1)).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn tiers() -> Vec<Isa> {
+    [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16]
+        .into_iter()
+        .filter(|&t| t <= Isa::detect())
+        .collect()
+}
+
+/// Reference C = A B + bias_row + bias_col + residual in f64, on inputs rounded as `precision`.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    precision: Precision,
+    bias_row: &[f32],
+    bias_col: &[f32],
+    residual: &[f32],
+) -> Vec<f32> {
+    let r = |x: f32| match precision {
+        Precision::F32 => x as f64,
+        Precision::Bf16 => round_bf16(x) as f64,
+    };
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f64;
+            for p in 0..k {
+                s += r(a[i * k + p]) * r(b[p * n + j]);
+            }
+            s += bias_row[i] as f64 + bias_col[j] as f64 + residual[i * n + j] as f64;
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
+
+fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs() / scale))
+}
+
+fn check(m: usize, n: usize, k: usize, precision: Precision, pack_a: bool, pack_b: bool) {
+    let a = values(m * k, 1 + m as u64);
+    let b = values(k * n, 2 + n as u64);
+    let bias_row = values(m, 3);
+    let bias_col = values(n, 4);
+    let residual = values(m * n, 5);
+    let want = reference(&a, &b, m, n, k, precision, &bias_row, &bias_col, &residual);
+    for isa in tiers() {
+        with_isa(isa, || {
+            let pa;
+            let pb;
+            let sa = Strided::rows(&a, m, k);
+            let sb = Strided::cols(&b, k, n);
+            let lhs = if pack_a {
+                pa = PackedMatrix::pack(sa, Side::Left, precision);
+                MatOperand::Packed(&pa)
+            } else {
+                MatOperand::Strided(sa)
+            };
+            let rhs = if pack_b {
+                pb = PackedMatrix::pack(sb, Side::Right, precision);
+                MatOperand::Packed(&pb)
+            } else {
+                MatOperand::Strided(sb)
+            };
+            let mut c = vec![f32::NAN; m * n];
+            let epi = Epilogue {
+                bias_row: Some(&bias_row),
+                bias_col: Some(&bias_col),
+                residual: Some(&residual),
+                residual_ld: n,
+            };
+            matmul(lhs, rhs, &mut c, n, &epi, precision);
+            let err = max_rel_err(&c, &want);
+            // f32 sums of k terms in another order; bf16 adds nothing (inputs rounded the same).
+            let bound = 1e-5 * (k as f32).sqrt().max(1.0);
+            assert!(
+                err <= bound,
+                "{isa:?} {precision:?} m={m} n={n} k={k} packed=({pack_a},{pack_b}): err {err} > {bound}"
+            );
+        });
+    }
+}
+
+#[test]
+fn f32_shapes_and_operand_kinds() {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (14, 32, 7),
+        (15, 33, 300),
+        (29, 65, 513),
+        (200, 40, 77),
+        (40, 200, 257),
+        (3, 1100, 20),
+        (170, 5, 1),
+    ] {
+        for (pa, pb) in [(false, false), (true, false), (false, true), (true, true)] {
+            check(m, n, k, Precision::F32, pa, pb);
+        }
+    }
+}
+
+#[test]
+fn bf16_shapes_and_operand_kinds() {
+    for &(m, n, k) in &[(1, 1, 1), (15, 33, 301), (29, 65, 1030), (200, 40, 77)] {
+        for (pa, pb) in [(false, false), (true, false), (false, true), (true, true)] {
+            check(m, n, k, Precision::Bf16, pa, pb);
+        }
+    }
+}
+
+#[test]
+fn large_enough_to_use_both_threads() {
+    check(300, 1000, 64, Precision::F32, false, true);
+    check(300, 1000, 64, Precision::F32, true, false);
+    check(300, 1000, 64, Precision::Bf16, true, false);
+}
+
+#[test]
+fn bf16_differs_from_f32_by_rounding_only() {
+    // Catches a bf16 path that silently computes in f32 (or a broken rounding).
+    let (m, n, k) = (16, 32, 64);
+    let a = values(m * k, 9);
+    let b = values(k * n, 10);
+    let mut c32 = vec![0f32; m * n];
+    let mut c16 = vec![0f32; m * n];
+    let (sa, sb) = (Strided::rows(&a, m, k), Strided::cols(&b, k, n));
+    matmul(
+        sa.into(),
+        sb.into(),
+        &mut c32,
+        n,
+        &Epilogue::NONE,
+        Precision::F32,
+    );
+    matmul(
+        sa.into(),
+        sb.into(),
+        &mut c16,
+        n,
+        &Epilogue::NONE,
+        Precision::Bf16,
+    );
+    let err = max_rel_err(&c16, &c32);
+    assert!(err > 1e-4 && err < 2e-2, "bf16 vs f32 difference {err}");
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+pub mod activation;
+pub mod alloc;
+pub mod attention;
+pub mod conv;
+pub mod cpu;
+mod error;
+pub mod gemm;
+pub mod linear;
+pub mod math;
+pub mod nn;
+pub mod norm;
+mod simd;
+pub mod tensor;
+
+pub use attention::attention;
+pub use conv::{Conv2d, ConvGeometry};
+pub use cpu::Isa;
+pub use error::{Error, Result};
+pub use gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+pub use linear::Linear;

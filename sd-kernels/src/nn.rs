@@ -1,0 +1,334 @@
+//! Model layers on top of the kernels, loaded from a `candle_nn::VarBuilder` in diffusers
+//! naming: [`Linear`], [`Conv2d`], [`GroupNorm`], [`LayerNorm`]. On the CPU with f32 or bf16
+//! weights they pack the weights once and run the fast kernels (activations in f32; bf16
+//! weights give bf16 products with f32 sums); anywhere else (f16, CUDA) they run candle's ops,
+//! so a model written with them works on every device.
+//!
+//! [`compute_dtype`] says which dtype the activations of a model built this way are in.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::conv::ConvGeometry;
+use crate::gemm::Precision;
+use crate::{activation, norm};
+
+/// The precision of the fast path for weights stored in `dtype` on `device`, if it has one.
+pub fn fast_precision(dtype: DType, device: &Device) -> Option<Precision> {
+    match (device.is_cpu(), dtype) {
+        (true, DType::F32) => Some(Precision::F32),
+        (true, DType::BF16) => Some(Precision::Bf16),
+        _ => None,
+    }
+}
+
+/// The dtype activations flow in for a model whose weights are `dtype` on `device`: f32 where
+/// the fast path runs (bf16 weights included), else the weights' dtype.
+pub fn compute_dtype(dtype: DType, device: &Device) -> DType {
+    match fast_precision(dtype, device) {
+        Some(_) => DType::F32,
+        None => dtype,
+    }
+}
+
+fn f32_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()
+}
+
+#[derive(Debug, Clone)]
+enum LinearImpl {
+    Fast(Arc<crate::Linear>),
+    Candle(candle_nn::Linear),
+}
+
+/// `x W^T + b` (diffusers / torch `Linear`: `weight` `[out, in]`, `bias` `[out]`).
+#[derive(Debug, Clone)]
+pub struct Linear(LinearImpl);
+
+impl Linear {
+    /// Loads `weight` and `bias`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let w = vb.get((out_dim, in_dim), "weight")?;
+        let b = vb.get(out_dim, "bias")?;
+        Self::from_weights(w, Some(b))
+    }
+
+    /// Loads `weight` only.
+    pub fn no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Self::from_weights(vb.get((out_dim, in_dim), "weight")?, None)
+    }
+
+    /// Wraps tensors already loaded (packed now when the fast path applies).
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
+        Ok(Self(
+            match fast_precision(weight.dtype(), weight.device()) {
+                Some(p) => {
+                    LinearImpl::Fast(Arc::new(crate::Linear::new(&weight, bias.as_ref(), p)?))
+                }
+                None => LinearImpl::Candle(candle_nn::Linear::new(weight, bias)),
+            },
+        ))
+    }
+
+    /// `x W^T + b + residual` (the residual add fused into the product on the fast path).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.0 {
+            LinearImpl::Fast(l) => Ok(l.forward(&to_f32(x)?, Some(&to_f32(residual)?))?),
+            LinearImpl::Candle(l) => l.forward(x)? + residual,
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.0 {
+            LinearImpl::Fast(l) => Ok(l.forward(&to_f32(x)?, None)?),
+            LinearImpl::Candle(l) => l.forward(x),
+        }
+    }
+}
+
+fn to_f32(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        Ok(x.clone())
+    } else {
+        x.to_dtype(DType::F32)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ConvImpl {
+    Fast(Arc<crate::Conv2d>),
+    Candle(candle_nn::Conv2d),
+}
+
+/// A 2-D convolution (`weight` `[out, in, k, k]`, `bias` `[out]`, square stride and padding).
+#[derive(Debug, Clone)]
+pub struct Conv2d(ConvImpl);
+
+impl Conv2d {
+    /// Loads `weight` and `bias` (groups and dilation must be 1).
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        config: Conv2dConfig,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let w = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+        let b = vb.get(out_channels, "bias")?;
+        Self::from_weights(w, Some(b), config)
+    }
+
+    /// Wraps tensors already loaded (packed now when the fast path applies).
+    pub fn from_weights(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        config: Conv2dConfig,
+    ) -> candle_core::Result<Self> {
+        let plain = config.groups == 1 && config.dilation == 1;
+        Ok(Self(
+            match fast_precision(weight.dtype(), weight.device()) {
+                Some(p) if plain => {
+                    let geometry = ConvGeometry {
+                        stride: config.stride,
+                        padding: config.padding,
+                    };
+                    ConvImpl::Fast(Arc::new(crate::Conv2d::new(
+                        &weight,
+                        bias.as_ref(),
+                        geometry,
+                        p,
+                    )?))
+                }
+                _ => ConvImpl::Candle(candle_nn::Conv2d::new(weight, bias, config)),
+            },
+        ))
+    }
+
+    /// `conv(x) + bias + channel_bias[b, c] + residual`: `channel_bias` `[B, Cout]` (e.g. a
+    /// projected time embedding) and `residual` (output-shaped) are optional, and fused into
+    /// the product on the fast path.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        match &self.0 {
+            ConvImpl::Fast(c) => {
+                let cb = channel_bias.map(to_f32).transpose()?;
+                let r = residual.map(to_f32).transpose()?;
+                Ok(c.forward_ex(&to_f32(x)?, cb.as_ref(), r.as_ref())?)
+            }
+            ConvImpl::Candle(c) => {
+                let mut y = c.forward(x)?;
+                if let Some(cb) = channel_bias {
+                    y = y.broadcast_add(&cb.unsqueeze(2)?.unsqueeze(3)?)?;
+                }
+                match residual {
+                    Some(r) => y + r,
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, None, None)
+    }
+}
+
+/// Group normalisation with f32 statistics (`weight`, `bias` `[C]`), optionally fused with SiLU.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    gamma: Arc<Vec<f32>>,
+    beta: Arc<Vec<f32>>,
+    groups: usize,
+    eps: f64,
+    fast: bool,
+}
+
+impl GroupNorm {
+    /// Loads `weight` and `bias` of `channels` values.
+    pub fn new(
+        groups: usize,
+        channels: usize,
+        eps: f64,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let weight = vb.get(channels, "weight")?;
+        let bias = vb.get(channels, "bias")?;
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            candle_core::bail!("group norm: {channels} channels do not split into {groups} groups");
+        }
+        let fast = fast_precision(weight.dtype(), weight.device()).is_some();
+        Ok(Self {
+            gamma: Arc::new(f32_vec(&weight)?),
+            beta: Arc::new(f32_vec(&bias)?),
+            weight: weight.to_dtype(DType::F32)?,
+            bias: bias.to_dtype(DType::F32)?,
+            groups,
+            eps,
+            fast,
+        })
+    }
+
+    /// Normalises `[B, C, ...]`, then applies SiLU when `silu`. The result has `x`'s dtype.
+    pub fn forward_act(&self, x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
+        if self.fast && x.device().is_cpu() {
+            let y = norm::group_norm(
+                &to_f32(x)?,
+                self.groups,
+                &self.gamma,
+                &self.beta,
+                self.eps as f32,
+                silu,
+            )?;
+            return if x.dtype() == DType::F32 {
+                Ok(y)
+            } else {
+                y.to_dtype(x.dtype())
+            };
+        }
+        // Statistics and affine step in f32 (half-precision sums of squares overflow).
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let x32 = to_f32(x)?.reshape((b, self.groups, ()))?;
+        let mean = x32.mean_keepdim(2)?;
+        let centred = x32.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(2)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let mut affine = vec![1; dims.len()];
+        affine[1] = c;
+        let mut y = normed
+            .reshape(dims.as_slice())?
+            .broadcast_mul(&self.weight.reshape(affine.as_slice())?)?
+            .broadcast_add(&self.bias.reshape(affine.as_slice())?)?;
+        if silu {
+            y = candle_nn::ops::silu(&y)?;
+        }
+        y.to_dtype(x.dtype())
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_act(x, false)
+    }
+}
+
+/// Layer normalisation over the last axis with f32 statistics (`weight`, `bias` `[C]`).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    gamma: Arc<Vec<f32>>,
+    beta: Arc<Vec<f32>>,
+    eps: f64,
+    fast: bool,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` of `size` values.
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get(size, "weight")?;
+        let bias = vb.get(size, "bias")?;
+        let fast = fast_precision(weight.dtype(), weight.device()).is_some();
+        Ok(Self {
+            gamma: Arc::new(f32_vec(&weight)?),
+            beta: Arc::new(f32_vec(&bias)?),
+            weight: weight.to_dtype(DType::F32)?,
+            bias: bias.to_dtype(DType::F32)?,
+            eps,
+            fast,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fast && x.device().is_cpu() {
+            let y = norm::layer_norm(&to_f32(x)?, &self.gamma, &self.beta, self.eps as f32)?;
+            return if x.dtype() == DType::F32 {
+                Ok(y)
+            } else {
+                y.to_dtype(x.dtype())
+            };
+        }
+        let dtype = x.dtype();
+        let x = to_f32(x)?;
+        let centred = x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?
+            .to_dtype(dtype)
+    }
+}
+
+/// GEGLU `h * gelu_erf(gate)` over the halves of the last axis, on any device.
+pub fn geglu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if crate::tensor::is_cpu_f32(x) {
+        return Ok(activation::geglu(x)?);
+    }
+    let inner = x.dim(candle_core::D::Minus1)? / 2;
+    let h = x.narrow(candle_core::D::Minus1, 0, inner)?;
+    let gate = x.narrow(candle_core::D::Minus1, inner, inner)?.gelu_erf()?;
+    h * gate
+}
+
+/// SiLU on any device (one vectorised pass for f32 CPU tensors).
+pub fn silu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if crate::tensor::is_cpu_f32(x) {
+        return Ok(activation::silu(x)?);
+    }
+    candle_nn::ops::silu(x)
+}

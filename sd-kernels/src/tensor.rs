@@ -1,0 +1,40 @@
+//! The glue between candle tensors and the kernels' slices: borrow an f32 CPU tensor's
+//! contiguous data, and wrap a freshly computed buffer as a tensor without copying it.
+
+use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Whether the fast CPU path can take `t` (f32, on the CPU).
+pub fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// Runs `f` on the contiguous f32 data of `t` (made contiguous first if it is not).
+pub fn with_f32<R>(op: &'static str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if !is_cpu_f32(t) {
+        return Err(Error::Unsupported {
+            op,
+            dtype: t.dtype(),
+            device: format!("{:?}", t.device()),
+        });
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        unreachable!("checked: f32 on the CPU");
+    };
+    let start = layout.start_offset();
+    Ok(f(&data[start..start + layout.shape().elem_count()]))
+}
+
+/// A CPU f32 tensor of `shape` owning `data` (no copy).
+pub fn from_vec(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Ok(Tensor::from_vec(data, shape.into(), &Device::Cpu)?)
+}
+
+/// A zeroed output buffer of `len` values. Large ones come from `calloc`, i.e. fresh pages
+/// the OS already zeroed, so this costs no extra pass over memory.
+pub(crate) fn output(len: usize) -> Vec<f32> {
+    vec![0f32; len]
+}
