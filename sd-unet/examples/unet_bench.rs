@@ -2,7 +2,7 @@
 //! tokens, f32, CPU) with sd-unet and with candle-transformers' stable_diffusion UNet on the
 //! very same weights, at 256² and 512² pixels (32² and 64² latents).
 //!
-//! `cargo run --release -p sd-unet --example unet_bench -- [SIZE ...] [--runs N] [--sliced ROWS,QUERIES] [--no-candle]`
+//! `cargo run --release -p sd-unet --example unet_bench -- [SIZE ...] [--runs N] [--dtype f32|bf16|f16] [--sliced ROWS,QUERIES] [--no-candle]`
 //! (default sizes 256 512, N = 2; each number is the fastest of N runs).
 
 use std::collections::HashMap;
@@ -13,6 +13,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::stable_diffusion::unet_2d::{self, BlockConfig};
 use sd_unet::{AttentionMode, UNet2DConditionConfig, UNet2DConditionModel};
+
+#[global_allocator]
+static ALLOC: sd_kernels::alloc::CachingAllocator = sd_kernels::alloc::CachingAllocator;
 
 /// splitmix64: a seeded stream so every run benchmarks the same weights and inputs.
 struct Rng(u64);
@@ -105,8 +108,9 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> Result<f32> {
 fn main() -> Result<()> {
     let mut sizes = Vec::new();
     let mut runs = 2;
-    let mut mode = AttentionMode::Full;
+    let mut mode = AttentionMode::default();
     let mut skip_candle = false;
+    let mut dtype = DType::F32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--runs" {
@@ -122,6 +126,13 @@ fn main() -> Result<()> {
             mode = AttentionMode::Sliced {
                 batch_heads: r.parse()?,
                 query: q.parse()?,
+            };
+        } else if a == "--dtype" {
+            dtype = match args.next().as_deref() {
+                Some("f32") => DType::F32,
+                Some("bf16") => DType::BF16,
+                Some("f16") => DType::F16,
+                other => return Err(anyhow!("--dtype f32|bf16|f16, got {other:?}")),
             };
         } else if a == "--no-candle" {
             skip_candle = true;
@@ -156,7 +167,7 @@ fn main() -> Result<()> {
     let n_vars = weights.len();
     drop(varmap);
     let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-    let mut ours = UNet2DConditionModel::new(&config, vb.clone())?;
+    let mut ours = UNet2DConditionModel::new(&config, vb.to_dtype(dtype))?;
     ours.set_attention_mode(mode);
     let block = |out_channels, use_cross_attn| BlockConfig {
         out_channels,
@@ -186,7 +197,7 @@ fn main() -> Result<()> {
     // Fails (missing tensor) if candle wanted a weight sd-unet does not have.
     let theirs = unet_2d::UNet2DConditionModel::new(vb, 4, 4, false, candle_config)?;
     println!(
-        "SD 1.5 UNet, {n_vars} tensors, f32, CPU, {} threads, CFG batch 2, best of {runs}, sd-unet attention {mode:?}",
+        "SD 1.5 UNet, {n_vars} tensors, sd-unet {dtype:?} (candle-transformers f32), CPU, {} threads, CFG batch 2, best of {runs}, sd-unet attention {mode:?}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| size | latent | sd-unet s/forward (CPU s) | candle-transformers s/forward (CPU s) | rel L2 between them |");

@@ -1,20 +1,34 @@
 //! The attention seam: every attention of the UNet goes through [`attention`], which picks a
-//! backend by [`AttentionMode`]. A fused kernel (sd-kernels' CPU/CUDA attention) plugs in here as
-//! one more `AttentionMode` variant dispatched in [`attention`]; nothing else in the model changes.
+//! backend by [`AttentionMode`]: sd-kernels' fused kernel (the default; no score matrix is ever
+//! stored), or candle compositions over the full or sliced score tensor.
 //!
 //! Also here: [`Attention`], diffusers' `Attention` module (the q/k/v/out projections around it).
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Module, VarBuilder};
+use sd_kernels::Precision;
 
-use crate::layers::{product_dtype, Linear};
+use crate::layers::Linear;
+
+/// The dtype a product runs in for tensors stored in `dtype` (candle's CPU matmul has no bf16).
+fn product_dtype(dtype: DType) -> DType {
+    if dtype == DType::BF16 {
+        DType::F32
+    } else {
+        dtype
+    }
+}
 
 /// How the softmax(QK^T/sqrt(d))V product is evaluated. Every mode gives the same numbers (up to
 /// float summation order); they trade peak memory for speed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionMode {
-    /// One softmax over the whole `[B*heads, Lq, Lk]` score tensor.
+    /// sd-kernels' fused attention: query tiles against all keys of one head at a time, memory
+    /// linear in the sequence length. Runs on f32 CPU tensors; elsewhere it falls back to
+    /// [`Full`](Self::Full).
     #[default]
+    Fused,
+    /// One softmax over the whole `[B*heads, Lq, Lk]` score tensor.
     Full,
     /// Scores for at most `batch_heads` (batch x head) rows and `query` query positions at a
     /// time. Chunk sizes need not divide the dimensions: the last chunk is shorter. A size of 0
@@ -32,7 +46,9 @@ pub enum AttentionMode {
 /// where `value_weights` w (`[B, Lk]`, optional) scales each key position's value row — the
 /// sd-fused emphasis: out_i = Σ_j softmax(q_i·k_j/√d)_j · w_j · v_j, keys untouched, no
 /// renormalisation. The softmax always runs in f32; with `upcast` the scores are also computed
-/// in f32 (diffusers' `upcast_attention`), otherwise in the inputs' dtype.
+/// in f32 (diffusers' `upcast_attention`), otherwise in the inputs' dtype. `precision` is the
+/// fused kernel's: bf16 products (for bf16 models) or f32.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -41,9 +57,24 @@ pub fn attention(
     value_weights: Option<&Tensor>,
     upcast: bool,
     mode: AttentionMode,
+    precision: Precision,
 ) -> Result<Tensor> {
     let (b, lq, inner) = q.dims3()?;
     let d = inner / heads;
+    let cpu_f32 = [q, k, v].iter().all(|t| sd_kernels::tensor::is_cpu_f32(t));
+    if mode == AttentionMode::Fused && cpu_f32 {
+        let w = value_weights.map(|w| w.to_dtype(DType::F32)).transpose()?;
+        let scale = 1.0 / (d as f32).sqrt();
+        return Ok(sd_kernels::attention(
+            q,
+            k,
+            v,
+            heads,
+            scale,
+            w.as_ref(),
+            precision,
+        )?);
+    }
     let v = match value_weights {
         Some(w) => v.broadcast_mul(&w.to_dtype(v.dtype())?.unsqueeze(2)?)?,
         None => v.clone(),
@@ -58,7 +89,7 @@ pub fn attention(
     let (q, k, v) = (split(q)?, split(k)?, split(&v)?);
     let scale = 1.0 / (d as f64).sqrt();
     let out = match mode {
-        AttentionMode::Full => attend(&q, &k, &v, scale, upcast)?,
+        AttentionMode::Full | AttentionMode::Fused => attend(&q, &k, &v, scale, upcast)?,
         AttentionMode::Sliced { batch_heads, query } => {
             sliced(&q, &k, &v, scale, upcast, batch_heads, query)?
         }
@@ -130,6 +161,7 @@ pub struct Attention {
     to_out: Linear,
     heads: usize,
     upcast: bool,
+    precision: Precision,
 }
 
 impl Attention {
@@ -151,17 +183,24 @@ impl Attention {
             to_out: Linear::new(inner, query_dim, vb.pp("to_out").pp("0"))?,
             heads,
             upcast,
+            precision: if vb.dtype() == DType::BF16 {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            },
         })
     }
 
     /// `x` `[B, Lq, query_dim]`; `context` `[B, Lk, context_dim]` for cross-attention, with
-    /// optional per-token value weights `[B, Lk]` (ignored for self-attention).
+    /// optional per-token value weights `[B, Lk]` (ignored for self-attention); `residual` is
+    /// added to the output (fused into `to_out`).
     pub fn forward(
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
         value_weights: Option<&Tensor>,
         mode: AttentionMode,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let q = self.to_q.forward(x)?;
         let (ctx, weights) = match context {
@@ -170,7 +209,19 @@ impl Attention {
         };
         let k = self.to_k.forward(ctx)?;
         let v = self.to_v.forward(ctx)?;
-        let out = attention(&q, &k, &v, self.heads, weights, self.upcast, mode)?;
-        self.to_out.forward(&out)
+        let out = attention(
+            &q,
+            &k,
+            &v,
+            self.heads,
+            weights,
+            self.upcast,
+            mode,
+            self.precision,
+        )?;
+        match residual {
+            Some(r) => self.to_out.forward_residual(&out, r),
+            None => self.to_out.forward(&out),
+        }
     }
 }

@@ -46,9 +46,14 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Whether this is SiLU (which group norms fuse into their output pass).
+    pub(crate) fn is_silu(self) -> bool {
+        matches!(self, Activation::Silu | Activation::Swish)
+    }
+
     pub(crate) fn apply(self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
         match self {
-            Activation::Silu | Activation::Swish => candle_nn::ops::silu(x),
+            Activation::Silu | Activation::Swish => sd_kernels::nn::silu(x),
             Activation::Mish => x * x.exp()?.affine(1.0, 1.0)?.log()?.tanh()?,
             Activation::Gelu => x.gelu_erf(),
         }

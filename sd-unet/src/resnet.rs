@@ -2,10 +2,10 @@
 //! added in between, and a (1x1-projected when the width changes) skip connection.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{group_norm, Conv2dConfig, GroupNorm, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use crate::config::Activation;
-use crate::layers::{Conv2d, Linear};
+use crate::layers::{norm_act, Conv2d, GroupNorm, Linear};
 
 /// The shape-independent settings of a resnet.
 #[derive(Debug, Clone, Copy)]
@@ -59,10 +59,10 @@ impl ResnetBlock2D {
             None
         };
         Ok(Self {
-            norm1: group_norm(s.groups, in_channels, s.eps, vb.pp("norm1"))?,
+            norm1: GroupNorm::new(s.groups, in_channels, s.eps, vb.pp("norm1"))?,
             conv1: Conv2d::new(in_channels, out_channels, 3, same, vb.pp("conv1"))?,
             time_emb_proj: Linear::new(s.temb_channels, out_channels, vb.pp("time_emb_proj"))?,
-            norm2: group_norm(s.groups, out_channels, s.eps, vb.pp("norm2"))?,
+            norm2: GroupNorm::new(s.groups, out_channels, s.eps, vb.pp("norm2"))?,
             conv2: Conv2d::new(out_channels, out_channels, 3, same, vb.pp("conv2"))?,
             conv_shortcut,
             act: s.act,
@@ -71,24 +71,19 @@ impl ResnetBlock2D {
     }
 
     /// `(skip(x) + conv2(act(norm2(conv1(act(norm1(x))) + proj(act(temb)))))) / scale`.
+    /// The time embedding rides in conv1's bias and the skip in conv2's output pass.
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let t = self.time_emb_proj.forward(&self.act.apply(temb)?)?;
         let h = self
             .conv1
-            .forward(&self.act.apply(&self.norm1.forward(x)?)?)?;
-        let t = self
-            .time_emb_proj
-            .forward(&self.act.apply(temb)?)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
-        let h = self
-            .conv2
-            .forward(&self.act.apply(&self.norm2.forward(&h)?)?)?;
+            .forward_with(&norm_act(&self.norm1, self.act, x)?, Some(&t), None)?;
         let skip = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        let out = (skip + h)?;
+        let out =
+            self.conv2
+                .forward_with(&norm_act(&self.norm2, self.act, &h)?, None, Some(&skip))?;
         if self.output_scale_factor == 1.0 {
             Ok(out)
         } else {

@@ -2,11 +2,11 @@
 //! (self-attention, cross-attention, GEGLU feed-forward, each pre-LayerNorm and residual), and
 //! projection back, added to the input.
 
-use candle_core::{Result, Tensor, D};
-use candle_nn::{group_norm, layer_norm, GroupNorm, LayerNorm, Module, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::{Module, VarBuilder};
 
 use crate::attention::{Attention, AttentionMode};
-use crate::layers::{Conv2d, Linear};
+use crate::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 
 /// What a transformer needs to know besides its width.
 #[derive(Debug, Clone, Copy)]
@@ -42,12 +42,10 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let projected = self.proj.forward(x)?;
-        let inner = projected.dim(D::Minus1)? / 2;
-        let h = projected.narrow(D::Minus1, 0, inner)?;
-        let gate = projected.narrow(D::Minus1, inner, inner)?.gelu_erf()?;
-        self.out.forward(&(h * gate)?)
+    /// `out(geglu(proj(x))) + residual`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let gated = sd_kernels::nn::geglu(&self.proj.forward(x)?)?;
+        self.out.forward_residual(&gated, residual)
     }
 }
 
@@ -68,9 +66,9 @@ impl BasicTransformerBlock {
         let head_dim = dim / s.heads;
         let up = s.upcast_attention;
         Ok(Self {
-            norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            norm1: LayerNorm::new(dim, 1e-5, vb.pp("norm1"))?,
             attn1: Attention::new(dim, dim, s.heads, head_dim, up, vb.pp("attn1"))?,
-            norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            norm2: LayerNorm::new(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(
                 dim,
                 s.cross_attention_dim,
@@ -79,7 +77,7 @@ impl BasicTransformerBlock {
                 up,
                 vb.pp("attn2"),
             )?,
-            norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            norm3: LayerNorm::new(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::new(dim, vb.pp("ff"))?,
         })
     }
@@ -92,15 +90,18 @@ impl BasicTransformerBlock {
         weights: Option<&Tensor>,
         mode: AttentionMode,
     ) -> Result<Tensor> {
-        let x = (self
+        // Each residual add is fused into the output projection before it.
+        let x = self
             .attn1
-            .forward(&self.norm1.forward(x)?, None, None, mode)?
-            + x)?;
-        let x = (self
-            .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context), weights, mode)?
-            + &x)?;
-        self.ff.forward(&self.norm3.forward(&x)?)? + &x
+            .forward(&self.norm1.forward(x)?, None, None, mode, Some(x))?;
+        let x = self.attn2.forward(
+            &self.norm2.forward(&x)?,
+            Some(context),
+            weights,
+            mode,
+            Some(&x),
+        )?;
+        self.ff.forward(&self.norm3.forward(&x)?, &x)
     }
 }
 
@@ -140,7 +141,7 @@ impl Transformer2DModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             // Transformer2DModel fixes this epsilon at 1e-6, whatever the UNet's norm_eps.
-            norm: group_norm(s.groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::new(s.groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: proj("proj_in")?,
             blocks,
             proj_out: proj("proj_out")?,
@@ -166,10 +167,9 @@ impl Transformer2DModel {
             tokens = block.forward(&tokens, context, weights, mode)?;
         }
         let to_map = |t: Tensor| t.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w));
-        let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(&to_map(tokens)?)?,
-            Projection::Linear(lin) => to_map(lin.forward(&tokens)?)?,
-        };
-        out + x
+        match &self.proj_out {
+            Projection::Conv(conv) => conv.forward_with(&to_map(tokens)?, None, Some(x)),
+            Projection::Linear(lin) => to_map(lin.forward(&tokens)?)? + x,
+        }
     }
 }

@@ -2,13 +2,13 @@
 //! skip connections, `conv_norm_out` / act / `conv_out`.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{group_norm, Conv2dConfig, GroupNorm, Module, VarBuilder};
+use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use crate::attention::AttentionMode;
 use crate::config::{DownBlockType, UNet2DConditionConfig, UpBlockType};
 use crate::down_block::{DownBlock, DownBlockShape};
 use crate::error::{Error, Result};
-use crate::layers::Conv2d;
+use crate::layers::{norm_act, Conv2d, GroupNorm};
 use crate::mid_block::MidBlock;
 use crate::resnet::ResnetSettings;
 use crate::timestep_embedding::TimestepEmbedding;
@@ -123,7 +123,7 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(
+            conv_norm_out: GroupNorm::new(
                 c.norm_num_groups,
                 boc[0],
                 c.norm_eps,
@@ -184,17 +184,20 @@ impl UNet2DConditionModel {
     ) -> Result<Tensor> {
         let (b, h, w) =
             self.check_inputs(sample, timestep, encoder_hidden_states, token_weights)?;
-        let mut x = sample.to_dtype(self.dtype)?;
+        // Activations flow in f32 on the CPU fast path (bf16 weights included), else in the
+        // weights' dtype; the result comes back in the model's dtype either way.
+        let compute = sd_kernels::nn::compute_dtype(self.dtype, &self.device);
+        let mut x = sample.to_dtype(compute)?;
         if self.config.center_input_sample {
             x = x.affine(2.0, -1.0)?;
         }
-        let context = encoder_hidden_states.to_dtype(self.dtype)?;
+        let context = encoder_hidden_states.to_dtype(compute)?;
         let weights = token_weights.map(|t| t.to_dtype(DType::F32)).transpose()?;
         let weights = weights.as_ref();
         let mode = self.mode;
         let temb = self
             .time_embedding
-            .forward(timestep, b, self.dtype, sample.device())?;
+            .forward(timestep, b, compute, sample.device())?;
 
         x = self.conv_in.forward(&x)?;
         let mut skips = vec![x.clone()];
@@ -218,8 +221,8 @@ impl UNet2DConditionModel {
             };
             x = block.forward(&x, &mut skips, &temb, &context, weights, mode, size)?;
         }
-        let x = self.config.act_fn.apply(&self.conv_norm_out.forward(&x)?)?;
-        Ok(self.conv_out.forward(&x)?)
+        let x = norm_act(&self.conv_norm_out, self.config.act_fn, &x)?;
+        Ok(self.conv_out.forward(&x)?.to_dtype(self.dtype)?)
     }
 
     fn check_inputs(

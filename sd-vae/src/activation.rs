@@ -33,7 +33,7 @@ impl Activation {
     /// Applies the activation elementwise.
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Self::Silu => x.silu()?,
+            Self::Silu => sd_kernels::nn::silu(x)?,
             Self::Gelu => x.gelu_erf()?,
             Self::Relu => x.relu()?,
         })

@@ -79,7 +79,7 @@ impl Decoder {
         for block in &self.up_blocks {
             x = block.forward(&x)?;
         }
-        let x = self.act.forward(&self.conv_norm_out.forward(&x)?)?;
+        let x = self.conv_norm_out.forward_act(&x, self.act)?;
         self.conv_out.forward(&x)
     }
 }

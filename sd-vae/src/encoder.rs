@@ -76,7 +76,7 @@ impl Encoder {
             x = block.forward(&x)?;
         }
         let x = self.mid_block.forward(&x)?;
-        let x = self.act.forward(&self.conv_norm_out.forward(&x)?)?;
+        let x = self.conv_norm_out.forward_act(&x, self.act)?;
         self.conv_out.forward(&x)
     }
 }

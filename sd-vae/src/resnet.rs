@@ -61,14 +61,12 @@ impl ResnetBlock {
 
     /// Runs the block on `[B, C_in, H, W]`, giving `[B, C_out, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.act.forward(&self.norm1.forward(x)?)?;
-        let h = self.conv1.forward(&h)?;
-        let h = self.act.forward(&self.norm2.forward(&h)?)?;
-        let h = self.conv2.forward(&h)?;
+        let h = self.conv1.forward(&self.norm1.forward_act(x, self.act)?)?;
         let skip = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        Ok((skip + h)?)
+        self.conv2
+            .forward_residual(&self.norm2.forward_act(&h, self.act)?, &skip)
     }
 }
