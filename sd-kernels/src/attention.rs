@@ -20,8 +20,9 @@ use crate::math;
 use crate::simd::multiversion;
 use crate::tensor::{from_vec, output, with_f32};
 
-/// Queries per tile: two 32-wide panels of the AVX-512 kernel.
-pub const QUERY_TILE: usize = 64;
+/// Queries per tile (four 32-wide panels): at 512² with bf16 products 128 ran 7% faster than 64
+/// and 13% faster than 32 (wider products amortise each tile's packing and stores).
+pub const QUERY_TILE: usize = 128;
 
 multiversion! {
     /// Column-wise max of a `rows x cols` row-major matrix into `max`.

@@ -12,7 +12,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.5, 88.5);
     // n = round(x / ln 2) via the 1.5 * 2^23 trick (vectorises, unlike `round`).
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (x * LOG2E + SHIFTER) - SHIFTER;
+    let shifted = x * LOG2E + SHIFTER;
+    let n = shifted - SHIFTER;
     let r = x - n * LN2_HI - n * LN2_LO;
     // e^r on [-ln2/2, ln2/2]: degree-6 Taylor-like minimax polynomial (Cephes expf).
     let p = 1.987_569_1e-4_f32;
@@ -22,9 +23,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let e_r = p * r * r + r + 1.0;
-    // 2^n by building the exponent bits; n in [-127, 128] after the clamp.
-    let n = n as i32;
-    let (n1, n2) = (n / 2, n - n / 2);
+    // 2^n from the integer n sitting in the low mantissa bits of `shifted` (integer ops only:
+    // a float-to-int `as` cast would not vectorise); split in two so n = 128 still works.
+    let n = shifted.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    let (n1, n2) = (n >> 1, n - (n >> 1));
     let scale1 = f32::from_bits(((n1 + 127) as u32) << 23);
     let scale2 = f32::from_bits(((n2 + 127) as u32) << 23);
     e_r * scale1 * scale2
@@ -36,7 +38,8 @@ pub fn exp(x: f32) -> f32 {
 pub fn exp2_nonpositive(t: f32) -> f32 {
     let t = t.max(-126.0);
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (t + SHIFTER) - SHIFTER;
+    let shifted = t + SHIFTER;
+    let n = shifted - SHIFTER;
     let f = t - n; // in [-0.5, 0.5]
                    // 2^f = e^(f ln 2): Taylor polynomial to degree 6 (remainder < 1.2e-7 on |f| <= 0.5).
     let p = 1.540_353_e-4_f32;
@@ -46,7 +49,9 @@ pub fn exp2_nonpositive(t: f32) -> f32 {
     let p = p * f + 2.402_265e-1;
     let p = p * f + 6.931_472e-1;
     let p = p * f + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n (an integer in [-126, 0]) is in the low mantissa bits of `shifted`: integer ops only.
+    let n = shifted.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    p * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// The logistic function 1 / (1 + e^-x).
