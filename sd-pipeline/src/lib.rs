@@ -20,6 +20,8 @@ pub use infotext::Infotext;
 pub use model_source::ModelSource;
 pub use request::{Emphasis, GenerateRequest, GuidanceRule, ImageInput};
 pub use rng::{randn_per_sample, NormalKernel, TorchRng};
+/// The kernels crate, for binaries that opt into its caching allocator or report the ISA.
+pub use sd_kernels;
 pub use stable_diffusion::{Generated, Parts, StableDiffusion, StableDiffusionBuilder, Timings};
 
 // The crates whose types appear in this crate's API, for users of the facade.

@@ -140,6 +140,58 @@ impl Models {
     }
 }
 
+/// A `VarBuilder` source that hands each tensor out once and forgets it: a network that packs
+/// its weights (sd-kernels' CPU layers) then holds the only copy, so building never needs the
+/// read tensors and the built network in memory at the same time.
+struct TakeOnce(std::sync::Mutex<crate::checkpoint::NamedTensors>);
+
+impl candle_nn::var_builder::SimpleBackend for TakeOnce {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &shape {
+            candle_core::bail!("{name}: shape {:?}, expected {:?}", t.dims(), shape.dims());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let t = self
+            .0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("weights lock poisoned".into()))?
+            .remove(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.lock().is_ok_and(|m| m.contains_key(name))
+    }
+}
+
+/// A `VarBuilder` over `tensors` that gives each one out once (see [`TakeOnce`]).
+fn take_once(tensors: crate::checkpoint::NamedTensors, s: &BuildSettings) -> VarBuilder<'static> {
+    VarBuilder::from_backend(
+        Box::new(TakeOnce(std::sync::Mutex::new(tensors))),
+        s.dtype,
+        s.device.clone(),
+    )
+}
+
 fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipTextModel> {
     let vb = VarBuilder::from_tensors(weights.text_encoder.clone(), s.dtype, &s.device);
     ClipTextModel::new(&weights.text_encoder_config, vb)
@@ -152,6 +204,29 @@ fn build_unet(weights: &ModelWeights, s: &BuildSettings) -> Result<UNet2DConditi
         UNet2DConditionModel::new(&weights.unet_config, vb).map_err(|e| Error::model("unet", e))?;
     unet.set_attention_mode(s.attention);
     Ok(unet)
+}
+
+/// [`build_unet`] consuming the tensors (each dropped as soon as the network has packed it).
+fn build_unet_from(
+    tensors: crate::checkpoint::NamedTensors,
+    meta: &ModelWeights,
+    s: &BuildSettings,
+) -> Result<UNet2DConditionModel> {
+    let mut unet = UNet2DConditionModel::new(&meta.unet_config, take_once(tensors, s))
+        .map_err(|e| Error::model("unet", e))?;
+    unet.set_attention_mode(s.attention);
+    Ok(unet)
+}
+
+/// [`build_vae`] consuming the tensors.
+fn build_vae_from(
+    tensors: crate::checkpoint::NamedTensors,
+    meta: &ModelWeights,
+    s: &BuildSettings,
+) -> Result<Vae> {
+    let vae = AutoencoderKl::new(&meta.vae_config, take_once(tensors, s))
+        .map_err(|e| Error::model("vae", e))?;
+    Ok(Vae::new(vae, s.vae_tiling))
 }
 
 fn build_vae(weights: &ModelWeights, s: &BuildSettings) -> Result<Vae> {
@@ -365,10 +440,18 @@ impl StableDiffusionBuilder {
         scheduler: Option<SchedulerKind>,
     ) -> Result<StableDiffusion> {
         mix_into(&mut weights, mixes, load_options)?;
+        // Each network's tensors are dropped once it is built: the fast CPU layers keep packed
+        // copies only, so the read tensors would otherwise double the peak memory.
+        let text_encoder = Arc::new(build_text_encoder(&weights, settings)?);
+        weights.text_encoder.clear();
+        let unet_tensors = std::mem::take(&mut weights.unet);
+        let denoiser = Arc::new(build_unet_from(unet_tensors, &weights, settings)?);
+        let vae_tensors = std::mem::take(&mut weights.vae);
+        let autoencoder = Arc::new(build_vae_from(vae_tensors, &weights, settings)?);
         let models = Models::Resident(Parts {
-            text_encoder: Arc::new(build_text_encoder(&weights, settings)?),
-            denoiser: Arc::new(build_unet(&weights, settings)?),
-            autoencoder: Arc::new(build_vae(&weights, settings)?),
+            text_encoder,
+            denoiser,
+            autoencoder,
         });
         let device = settings.device.clone();
         StableDiffusion::assemble(&weights, models, tokenizer, name, scheduler, device)
@@ -441,7 +524,7 @@ impl StableDiffusion {
             settings: BuildSettings {
                 dtype: DType::F32,
                 device: Device::Cpu,
-                attention: AttentionMode::Full,
+                attention: AttentionMode::default(),
                 vae_tiling: false,
             },
             scheduler: None,

@@ -36,9 +36,41 @@ fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
             .map(|n| Ok((n.clone(), ckpt.load(&n, &Device::Cpu)?)))
             .collect()
     } else {
-        candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| checkpoint_error(&path, format!("cannot read weights: {e}")))
+        read_safetensors(&path)
     }
+}
+
+/// Every tensor of a `.safetensors` file, copied out of a memory map one at a time; the pages
+/// of each tensor are released right after its copy, so reading a 3.4 GB UNet never holds the
+/// file's pages and all the copies at once (candle's `load` reads the whole file first).
+fn read_safetensors(path: &Path) -> Result<NamedTensors> {
+    use candle_core::safetensors::Load;
+    let fail = |e: String| checkpoint_error(path, format!("cannot read weights: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    // SAFETY: read-only mapping, only read while this function runs; as with any mapping,
+    // the file must not be truncated meanwhile (a truncated read is caught by safetensors'
+    // length checks only up front).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| fail(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| fail(e.to_string()))?;
+    let page = 4096;
+    let mut out = NamedTensors::new();
+    for (name, view) in st.tensors() {
+        let tensor = view
+            .load(&Device::Cpu)
+            .map_err(|e| fail(format!("{name}: {e}")))?;
+        let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+        let end = start + view.data().len();
+        let (first, last) = (start.div_ceil(page) * page, end / page * page);
+        if last > first {
+            // SAFETY: DONTNEED on a read-only file mapping only drops this process's copy of
+            // the pages (the data stays in the file and the page cache); nothing reads them.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+            };
+        }
+        out.insert(name, tensor);
+    }
+    Ok(out)
 }
 
 fn read_json_config<T>(
