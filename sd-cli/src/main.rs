@@ -1,12 +1,20 @@
 #![doc = include_str!("../README.md")]
 
 mod commands;
+mod peak_memory;
 mod png_output;
 mod temp_path;
+mod unet_flops;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// Large blocks freed by one denoising step are reused by the next instead of being unmapped
+// and faulted in again (see sd-kernels' `alloc`).
+#[global_allocator]
+static ALLOC: sd_pipeline::sd_kernels::alloc::CachingAllocator =
+    sd_pipeline::sd_kernels::alloc::CachingAllocator;
 
 /// Stable Diffusion 1.x / 2.x from the command line.
 #[derive(Debug, Parser)]
@@ -27,6 +35,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Mix two or three models: A + (B - A) * scale, or A + (B - C) * scale.
     Merge(commands::merge::Args),
+    /// Time a text-to-image run phase by phase: load, text encoding, UNet calls, VAE decode.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +45,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => commands::tokenize::run(&args, &mut std::io::stdout().lock()),
         Command::Inspect(args) => commands::inspect::run(&args, &mut std::io::stdout().lock()),
         Command::Merge(args) => commands::merge::run(&args, &mut std::io::stdout().lock()),
+        Command::Bench(args) => commands::bench::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

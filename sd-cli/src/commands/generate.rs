@@ -22,6 +22,7 @@ use sd_pipeline::{
     StableDiffusion, StepProgress,
 };
 
+use crate::peak_memory::peak_memory_bytes;
 use crate::png_output;
 
 /// Compute precision.
@@ -347,7 +348,7 @@ fn load(args: &Args) -> Result<StableDiffusion> {
 }
 
 /// Request errors as the argument they came from (`--width: ...`).
-fn request_error(error: Error) -> anyhow::Error {
+pub(crate) fn request_error(error: Error) -> anyhow::Error {
     match error {
         Error::InvalidRequest { field, message } => anyhow!("--{field}: {message}"),
         other => anyhow::Error::new(other),
@@ -372,12 +373,4 @@ fn progress_bar(quiet: bool) -> ProgressBar {
         },
     );
     ProgressBar::new(0).with_style(style)
-}
-
-/// The process's peak resident memory (Linux `VmHWM`), if the system reports it.
-fn peak_memory_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

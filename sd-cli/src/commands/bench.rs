@@ -1,0 +1,299 @@
+//! `sd bench`: times one text-to-image run phase by phase (load, text encoding, each UNet call,
+//! VAE decode) and reports seconds, it/s, the UNet's achieved GFLOP/s and the peak memory.
+//!
+//! The run is a plain `sd generate`: one prompt and an empty negative prompt, guidance 7.5 (so
+//! every UNet call is a CFG batch of 2), the model's default scheduler, seed 0, batch 1. Text
+//! encoding and decoding are the pipeline's own [`Timings`](sd_pipeline::Timings); each UNet
+//! call is timed between step callbacks, so it includes the scheduler step (microseconds).
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use sd_pipeline::candle_core::DType;
+use sd_pipeline::checkpoint::{Family, LoadOptions, ModelWeights};
+use sd_pipeline::request::{MAX_SIDE, MAX_STEPS};
+use sd_pipeline::sd_tokenize::{ClipTokenizer, Padding};
+use sd_pipeline::{GenerateRequest, ModelSource, StableDiffusion, StepProgress};
+use serde::Serialize;
+
+use super::generate::request_error;
+use crate::peak_memory::peak_memory_bytes;
+use crate::unet_flops::UnetShape;
+
+/// The prompt every run encodes (one 77-token window).
+const PROMPT: &str = "a photograph of an astronaut riding a horse";
+/// Text tokens the UNet attends to: one window.
+const CONTEXT_TOKENS: usize = 77;
+/// Rows of each UNet call: unconditional and conditional.
+const CFG_BATCH: usize = 2;
+
+/// Compute precision of the benchmark.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats.
+    F32,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// A full-size model made of seeded random weights.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RandomModel {
+    /// Stable Diffusion 1.5's configs.
+    Sd15,
+    /// Stable Diffusion 2.1's configs.
+    Sd21,
+}
+
+/// Arguments of `sd bench`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("weights").required(true).args(["model", "random"])))]
+pub struct Args {
+    /// A diffusers folder, a single .safetensors / .ckpt file, or a Hub repository id.
+    #[arg(long, value_name = "PATH|REPO_ID")]
+    pub model: Option<String>,
+    /// Full-size random weights instead of a model on disk.
+    #[arg(long, value_enum, value_name = "MODEL")]
+    pub random: Option<RandomModel>,
+    /// Image side in pixels (square), a multiple of 8.
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Compute precision.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+    /// Inference steps of the model's default scheduler.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one benchmark measured (the `--json` object).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The model's name.
+    pub model: String,
+    /// Image side in pixels.
+    pub size: usize,
+    /// Latent side (size / 8).
+    pub latent_size: usize,
+    /// Compute precision.
+    pub dtype: &'static str,
+    /// The CPU instruction tier the kernels use.
+    pub isa: &'static str,
+    /// The sampler.
+    pub scheduler: String,
+    /// Inference steps asked for.
+    pub steps: usize,
+    /// UNet calls made (PNDM: steps + 1, Heun: 2 steps - 1).
+    pub unet_calls: usize,
+    /// Reading the weights and building the networks.
+    pub load_seconds: f64,
+    /// Tokenizing and encoding the prompt and the empty negative prompt.
+    pub text_encode_seconds: f64,
+    /// The whole sampling loop.
+    pub denoise_seconds: f64,
+    /// Mean seconds per UNet call (CFG batch 2).
+    pub unet_seconds_per_call: f64,
+    /// The fastest UNet call.
+    pub unet_seconds_min: f64,
+    /// UNet calls per second (1 / mean).
+    pub iterations_per_second: f64,
+    /// Floating-point operations of one UNet call (analytic count, see `unet_flops`).
+    pub unet_gflop_per_call: f64,
+    /// Achieved GFLOP/s of the mean UNet call.
+    pub unet_gflops: f64,
+    /// VAE decoding and conversion to 8-bit pixels.
+    pub vae_decode_seconds: f64,
+    /// Peak resident memory (Linux `VmHWM`; null elsewhere).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Runs `sd bench`, writing the table (or JSON) to `out`.
+pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
+    check(args)?;
+    let model = match (&args.model, args.random) {
+        (Some(model), _) => model,
+        (None, Some(random)) => return Err(random_unavailable(random)),
+        (None, None) => bail!("--model: give a model, or --random sd15|sd21"),
+    };
+    let started = Instant::now();
+    let (sd, unet) = load(model, args.dtype).with_context(|| format!("--model {model}"))?;
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let request = GenerateRequest {
+        prompt: PROMPT.into(),
+        negative_prompt: String::new(),
+        steps: args.steps,
+        guidance_scale: 7.5,
+        width: Some(args.size),
+        height: Some(args.size),
+        seed: 0,
+        ..GenerateRequest::default()
+    };
+    let mut callbacks = Vec::with_capacity(args.steps + 1);
+    let generated = sd
+        .generate(&request, &mut |_: &StepProgress| {
+            callbacks.push(Instant::now());
+            ControlFlow::Continue(())
+        })
+        .map_err(request_error)?;
+    let timings = &generated.timings;
+    let calls = call_durations(timings.denoising, &callbacks);
+    let unet_calls = calls.len().max(1);
+    let mean = timings.denoising.as_secs_f64() / unet_calls as f64;
+    let min = calls.iter().min().map_or(mean, Duration::as_secs_f64);
+    let latent_size = args.size / 8;
+    let flops = unet.flops(CFG_BATCH, (latent_size, latent_size), CONTEXT_TOKENS) as f64;
+
+    let report = Report {
+        model: sd.name().to_string(),
+        size: args.size,
+        latent_size,
+        dtype: args.dtype.name(),
+        isa: sd_pipeline::sd_kernels::Isa::detect().name(),
+        scheduler: sd.default_scheduler().to_string(),
+        steps: args.steps,
+        unet_calls: calls.len(),
+        load_seconds,
+        text_encode_seconds: timings.text_encoding.as_secs_f64(),
+        denoise_seconds: timings.denoising.as_secs_f64(),
+        unet_seconds_per_call: mean,
+        unet_seconds_min: min,
+        iterations_per_second: 1.0 / mean,
+        unet_gflop_per_call: flops / 1e9,
+        unet_gflops: flops / mean / 1e9,
+        vae_decode_seconds: timings.decoding.as_secs_f64(),
+        peak_rss_mib: peak_memory_bytes().map(|b| b as f64 / (1u64 << 20) as f64),
+    };
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        write_table(&report, out)?;
+    }
+    Ok(())
+}
+
+/// Argument checks, before any work.
+fn check(args: &Args) -> Result<()> {
+    if args.size == 0 || !args.size.is_multiple_of(8) {
+        bail!("--size: {} is not a positive multiple of 8", args.size);
+    }
+    if args.size > MAX_SIDE {
+        bail!(
+            "--size: {} is above the largest side, {MAX_SIDE}",
+            args.size
+        );
+    }
+    if args.steps == 0 || args.steps > MAX_STEPS {
+        bail!("--steps: {} steps; give 1 to {MAX_STEPS}", args.steps);
+    }
+    Ok(())
+}
+
+/// Why `--random` cannot run yet: what sd-cli would need from sd-pipeline.
+fn random_unavailable(model: RandomModel) -> anyhow::Error {
+    let name = model
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string());
+    anyhow::anyhow!(
+        "--random {name}: not available yet: random weights need each network's tensor names and \
+         shapes and its default config, which only sd-unet, sd-vae, sd-clip and candle-nn give, \
+         and sd-pipeline does not re-export them; benchmark a model on disk with --model PATH"
+    )
+}
+
+/// Reads the model as `sd generate` does and builds the networks; also returns the UNet's
+/// shape for the FLOP count.
+fn load(model: &str, precision: Precision) -> Result<(StableDiffusion, UnetShape)> {
+    let source = ModelSource::parse(model);
+    let path = source.resolve(true)?;
+    let weights = ModelWeights::open(&path, &LoadOptions::default())?;
+    let tokenizer = tokenizer_for(&path, &weights)?;
+    let unet = UnetShape::of(&weights)?;
+    let sd = StableDiffusion::builder_from_weights(weights, tokenizer, source.name())
+        .dtype(precision.dtype())
+        .build()?;
+    Ok((sd, unet))
+}
+
+/// The tokenizer `StableDiffusion::builder` picks: a folder's own, else the bundled vocabulary
+/// padded as the family pads.
+fn tokenizer_for(path: &Path, weights: &ModelWeights) -> Result<ClipTokenizer> {
+    if path.is_dir() {
+        return Ok(ClipTokenizer::for_model_dir(&path.join("tokenizer"))?);
+    }
+    let padding = match weights.kind.family {
+        Family::Sd1 => Padding::Eos,
+        Family::Sd2 => Padding::Zero,
+    };
+    Ok(ClipTokenizer::default().with_padding(padding))
+}
+
+/// Each UNet call's time, from the instants of the step callbacks that follow the calls. The
+/// first call has no callback before it: it is what the loop took beyond the later calls.
+fn call_durations(denoising: Duration, callbacks: &[Instant]) -> Vec<Duration> {
+    let (Some(first), Some(last)) = (callbacks.first(), callbacks.last()) else {
+        return Vec::new();
+    };
+    let first_call = denoising.saturating_sub(last.duration_since(*first));
+    std::iter::once(first_call)
+        .chain(callbacks.windows(2).map(|w| w[1].duration_since(w[0])))
+        .collect()
+}
+
+fn write_table(r: &Report, out: &mut impl Write) -> Result<()> {
+    let rss = r
+        .peak_rss_mib
+        .map_or_else(|| "n/a".to_string(), |m| format!("{m:.1} MiB"));
+    writeln!(
+        out,
+        "{}: {size}x{size} px ({latent}x{latent} latents), {}, isa {}, {} {} steps = {} UNet \
+         calls (CFG batch {CFG_BATCH})",
+        r.model,
+        r.dtype,
+        r.isa,
+        r.scheduler,
+        r.steps,
+        r.unet_calls,
+        size = r.size,
+        latent = r.latent_size,
+    )?;
+    writeln!(out, "phase          seconds")?;
+    writeln!(out, "load         {:>9.3}", r.load_seconds)?;
+    writeln!(out, "text encode  {:>9.3}", r.text_encode_seconds)?;
+    writeln!(
+        out,
+        "UNet call    {:>9.4}  mean; min {:.4}, {:.2} it/s",
+        r.unet_seconds_per_call, r.unet_seconds_min, r.iterations_per_second
+    )?;
+    writeln!(out, "VAE decode   {:>9.3}", r.vae_decode_seconds)?;
+    writeln!(
+        out,
+        "UNet FLOPs   {:.4} GFLOP per call, {:.2} GFLOP/s achieved",
+        r.unet_gflop_per_call, r.unet_gflops
+    )?;
+    writeln!(out, "peak RSS     {rss}")?;
+    Ok(())
+}

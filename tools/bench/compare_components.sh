@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The issue's table, both columns from one run on this machine: PyTorch (torch_components.py)
+# and sd-rs (`sd bench`) on the same random full-size SD 1.5 folder, CFG batch 2, 77 tokens.
+#
+#   bash tools/bench/compare_components.sh [PYTHON] [MODEL_DIR] [OUT_DIR]
+# PYTHON defaults to /work/venv/bin/python, MODEL_DIR to /work/sd15-random (built on first use),
+# OUT_DIR to /tmp/sd-components. Run with nothing else heavy on the machine (~6 minutes).
+set -euo pipefail
+python=${1:-/work/venv/bin/python}
+model=${2:-/work/sd15-random}
+out=${3:-/tmp/sd-components}
+mkdir -p "$out"
+
+cargo build --release -p sd-cli
+"$python" tools/bench/torch_components.py --build --model-dir "$model" --json "$out/torch.json" \
+    > "$out/torch.txt"
+for size in 256 512; do
+    for dtype in f32 bf16; do
+        target/release/sd bench --model "$model" --size "$size" --dtype "$dtype" --steps 2 --json \
+            > "$out/sd-$size-$dtype.json"
+    done
+done
+
+"$python" - "$out" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+t = json.load(open(os.path.join(out, "torch.json")))
+r = {(s, d): json.load(open(os.path.join(out, f"sd-{s}-{d}.json"))) for s in (256, 512) for d in ("f32", "bf16")}
+def row(name, torch_s, ours_s):
+    ratio = f"{torch_s / ours_s:.2f}x" if torch_s and ours_s else "-"
+    print(f"| {name} | {torch_s:.2f} s | {ours_s:.2f} s | {ratio} |")
+print(f"torch {t.get('torch_version', '?')}, {t.get('threads', '?')} threads; sd-rs isa {r[(512, 'f32')]['isa']}")
+print("| | PyTorch | sd-rs | PyTorch / sd-rs |")
+print("|---|---|---|---|")
+for s in (256, 512):
+    for d in ("f32", "bf16"):
+        row(f"UNet call {s}² {d}", t[f"unet_{d}_{s}_seconds_min"], r[(s, d)]["unet_seconds_min"])
+for s in (256, 512):
+    row(f"VAE decode {s}² f32", t[f"vae_decode_f32_{s}_seconds_min"], r[(s, "f32")]["vae_decode_seconds"])
+row("load f32 (PyTorch: UNet + VAE load and page-in; sd-rs: whole folder)",
+    t["load_unet_seconds"] + t["page_in_unet_seconds"] + t["load_vae_seconds"] + t["page_in_vae_seconds"],
+    r[(512, "f32")]["load_seconds"])
+print(f"| peak RSS 512² | {t['peak_rss_mib']:.0f} MiB (UNet f32 + bf16 copy + VAE) | f32 {r[(512, 'f32')]['peak_rss_mib']:.0f} MiB, bf16 {r[(512, 'bf16')]['peak_rss_mib']:.0f} MiB (whole pipeline) | |")
+for d in ("f32", "bf16"):
+    key = f"gemm_torch_{d}_2048_gflops"
+    if key in t:
+        print(f"| GEMM 2048³ {d} (PyTorch) | {t[key]:.0f} GFLOP/s | see `cargo bench -p sd-kernels -- gemm` | |")
+PY
