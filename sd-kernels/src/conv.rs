@@ -251,39 +251,44 @@ struct Patches<'a> {
     padding: usize,
 }
 
-impl DepthRows for Patches<'_> {
-    fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
+/// A run of panel lines in one output row: output (oy, ox..ox + len) at panel offset `at`.
+#[derive(Clone, Copy)]
+struct Segment {
+    oy: usize,
+    ox: usize,
+    len: usize,
+    at: usize,
+}
+
+impl Patches<'_> {
+    /// Writes depth row (ci, ky, kx) of the given segments into `out`.
+    fn fill(&self, k: usize, segments: &[Segment], out: &mut [f32]) {
         let kx = k % self.kw;
         let ky = (k / self.kw) % self.kh;
         let ci = k / (self.kw * self.kh);
         let plane = &self.input[ci * self.h * self.w..(ci + 1) * self.h * self.w];
         let (s, pad) = (self.stride, self.padding as isize);
-        let mut done = 0;
-        while done < out.len() {
-            let p = l0 + done;
-            let (oy, ox) = (p / self.wo, p % self.wo);
-            let len = (self.wo - ox).min(out.len() - done);
-            let seg = &mut out[done..done + len];
-            done += len;
-            let iy = (oy * s) as isize + ky as isize - pad;
+        for seg in segments {
+            let out = &mut out[seg.at..seg.at + seg.len];
+            let iy = (seg.oy * s) as isize + ky as isize - pad;
             if iy < 0 || iy >= self.h as isize {
-                seg.fill(0.0);
+                out.fill(0.0);
                 continue;
             }
             let row = &plane[iy as usize * self.w..(iy as usize + 1) * self.w];
-            let x0 = (ox * s) as isize + kx as isize - pad;
+            let x0 = (seg.ox * s) as isize + kx as isize - pad;
+            let len = seg.len;
             if s == 1 {
-                // Output columns whose input column x0 + j lies inside [0, w).
                 let first = (-x0).clamp(0, len as isize) as usize;
                 let last = (self.w as isize - x0).clamp(0, len as isize) as usize;
-                seg[..first].fill(0.0);
+                out[..first].fill(0.0);
                 if last > first {
                     let from = (x0 + first as isize) as usize;
-                    seg[first..last].copy_from_slice(&row[from..from + (last - first)]);
+                    out[first..last].copy_from_slice(&row[from..from + (last - first)]);
                 }
-                seg[last.max(first)..].fill(0.0);
+                out[last.max(first)..].fill(0.0);
             } else {
-                for (j, v) in seg.iter_mut().enumerate() {
+                for (j, v) in out.iter_mut().enumerate() {
                     let ix = x0 + (j * s) as isize;
                     *v = if ix >= 0 && ix < self.w as isize {
                         row[ix as usize]
@@ -293,6 +298,41 @@ impl DepthRows for Patches<'_> {
                 }
             }
         }
+    }
+
+    /// The output-row runs of lines `l0..l0 + lines`.
+    fn segments(&self, l0: usize, lines: usize, out: &mut Vec<Segment>) {
+        out.clear();
+        let mut done = 0;
+        while done < lines {
+            let p = l0 + done;
+            let (oy, ox) = (p / self.wo, p % self.wo);
+            let len = (self.wo - ox).min(lines - done);
+            out.push(Segment {
+                oy,
+                ox,
+                len,
+                at: done,
+            });
+            done += len;
+        }
+    }
+}
+
+impl DepthRows for Patches<'_> {
+    fn panel(&self, k0: usize, l0: usize, lines: usize, w: usize, panel: &mut [f32]) {
+        let mut segments = Vec::with_capacity(4);
+        self.segments(l0, lines, &mut segments);
+        for (k, group) in panel.chunks_exact_mut(w).enumerate() {
+            self.fill(k0 + k, &segments, &mut group[..lines]);
+            group[lines..].fill(0.0);
+        }
+    }
+
+    fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
+        let mut segments = Vec::with_capacity(4);
+        self.segments(l0, out.len(), &mut segments);
+        self.fill(k, &segments, out);
     }
 }
 

@@ -16,6 +16,13 @@ impl AlignedBuf {
         Self { lines: Vec::new() }
     }
 
+    /// The first `len` values, as last written through [`get`](Self::get).
+    pub(crate) fn slice<T: Copy + Default>(&self, len: usize) -> &[T] {
+        assert!(len * std::mem::size_of::<T>() <= self.lines.len() * 64);
+        // SAFETY: as in `get`; the length is within the buffer (asserted).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<T>(), len) }
+    }
+
     /// A slice of at least `len` values, contents unspecified (callers write before reading).
     pub(crate) fn get<T: Copy + Default>(&mut self, len: usize) -> &mut [T] {
         let bytes = len * std::mem::size_of::<T>();

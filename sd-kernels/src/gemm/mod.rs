@@ -90,10 +90,21 @@ pub enum Side {
     Right,
 }
 
-#[derive(Debug)]
-enum PackedData {
-    F32(Vec<f32>),
-    Bf16(Vec<u16>),
+/// Packed values (f32, or bf16 bits when `bf16`), in the 64-byte aligned buffer they were
+/// packed into (no copy after packing).
+struct PackedData {
+    buf: AlignedBuf,
+    len: usize,
+    bf16: bool,
+}
+
+impl std::fmt::Debug for PackedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedData")
+            .field("len", &self.len)
+            .field("bf16", &self.bf16)
+            .finish()
+    }
 }
 
 /// A matrix packed once into micro-kernel panels (weights: pack at load, multiply many times).
@@ -119,13 +130,18 @@ impl PackedMatrix {
         let groups = src.depth.div_ceil(kp);
         let panel = groups * w * kp;
         let npanels = src.lines.div_ceil(w);
-        let mut scratch = AlignedBuf::new();
+        let mut buf = AlignedBuf::new();
+        let len = npanels * panel;
         let data = if kp == 2 {
-            // SAFETY: the whole view is in bounds (asserted above).
-            let p: operand::Panels<u16> =
-                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut scratch) };
-            // SAFETY: `panels` wrote npanels * panel values at p.ptr.
-            PackedData::Bf16(unsafe { std::slice::from_raw_parts(p.ptr, npanels * panel) }.to_vec())
+            // SAFETY: the whole view is in bounds (asserted above); panels are packed into
+            // `buf`, which the matrix keeps.
+            let _: operand::Panels<u16> =
+                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut buf) };
+            PackedData {
+                buf,
+                len,
+                bf16: true,
+            }
         } else {
             let rounded;
             let src = if precision == Precision::Bf16 {
@@ -142,10 +158,13 @@ impl PackedMatrix {
                 src
             };
             // SAFETY: as above.
-            let p: operand::Panels<f32> =
-                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut scratch) };
-            // SAFETY: as above.
-            PackedData::F32(unsafe { std::slice::from_raw_parts(p.ptr, npanels * panel) }.to_vec())
+            let _: operand::Panels<f32> =
+                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut buf) };
+            PackedData {
+                buf,
+                len,
+                bf16: false,
+            }
         };
         Self {
             side,
@@ -179,10 +198,7 @@ impl PackedMatrix {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        match &self.data {
-            PackedData::F32(v) => v.len() * 4,
-            PackedData::Bf16(v) => v.len() * 2,
-        }
+        self.data.len * if self.data.bf16 { 2 } else { 4 }
     }
 }
 
@@ -366,17 +382,14 @@ impl<E: PackElem> PackedAccess<E> for PackedMatrix {
     fn prepacked(&self) -> Prepacked<'_, E> {
         let (_, _, kp) = self.kernel.shape();
         let groups_total = self.depth.div_ceil(kp);
-        let data: &[E] = match &self.data {
-            PackedData::F32(v) if std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() => {
-                // SAFETY: E is f32 (checked by TypeId).
-                unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
-            }
-            PackedData::Bf16(v) if std::any::TypeId::of::<E>() == std::any::TypeId::of::<u16>() => {
-                // SAFETY: E is u16 (checked by TypeId).
-                unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
-            }
-            _ => unreachable!("packed data type does not match its kernel"),
+        let is = |t: std::any::TypeId| std::any::TypeId::of::<E>() == t;
+        let matches = if self.data.bf16 {
+            is(std::any::TypeId::of::<u16>())
+        } else {
+            is(std::any::TypeId::of::<f32>())
         };
+        assert!(matches, "packed data type does not match its kernel");
+        let data: &[E] = self.data.buf.slice(self.data.len);
         Prepacked { data, groups_total }
     }
 }

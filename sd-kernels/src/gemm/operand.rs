@@ -46,11 +46,25 @@ pub(crate) trait Operand<E: PackElem>: Sync {
 pub(crate) trait DepthRows: Sync {
     /// Writes `out[i] = value(line l0 + i, depth k)`.
     fn row(&self, k: usize, l0: usize, out: &mut [f32]);
+
+    /// One f32 panel: for each depth `k0 + g` (g < groups), `panel[g * w + i]` = value of line
+    /// `l0 + i` for `i < lines`, zero for `lines <= i < w`. Sources override it to share the
+    /// work of locating the lines across depths.
+    fn panel(&self, k0: usize, l0: usize, lines: usize, w: usize, panel: &mut [f32]) {
+        for (k, group) in panel.chunks_exact_mut(w).enumerate() {
+            self.row(k0 + k, l0, &mut group[..lines]);
+            group[lines..].fill(0.0);
+        }
+    }
 }
 
 impl<T: DepthRows> DepthRows for &T {
     fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
         (**self).row(k, l0, out)
+    }
+
+    fn panel(&self, k0: usize, l0: usize, lines: usize, w: usize, panel: &mut [f32]) {
+        (**self).panel(k0, l0, lines, w, panel)
     }
 }
 
@@ -72,9 +86,17 @@ fn pack_by_rows<E: PackElem, S: DepthRows>(
     let dst = scratch.get::<E>(npanels * panel_stride);
     let mut rows = vec![0f32; w * kp];
     let fast_bf16 = kp == 2 && w.is_multiple_of(16) && crate::cpu::Isa::active().has_bf16_dot();
+    let direct_f32 = kp == 1 && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>();
     for p in 0..npanels {
         let lines = w.min(nl - p * w);
         let panel = &mut dst[p * panel_stride..(p + 1) * panel_stride];
+        if direct_f32 {
+            // SAFETY: E is f32 (checked by TypeId): rows are written straight into the panel.
+            let panel: &mut [f32] =
+                unsafe { std::slice::from_raw_parts_mut(panel.as_mut_ptr().cast(), panel.len()) };
+            src.panel(k0, l0 + p * w, lines, w, panel);
+            continue;
+        }
         for g in 0..groups {
             for (q, row) in rows.chunks_exact_mut(w).enumerate() {
                 let k = g * kp + q;
