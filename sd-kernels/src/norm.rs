@@ -2,7 +2,7 @@
 //! layer normalisation, in one pass to read the statistics and one to write, f32 throughout.
 //!
 //! GroupNorm (Wu & He 2018): for each sample and group of C/G channels,
-//!   y = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c]   (biased variance).
+//!   y = (x - mean) / sqrt(var + eps) * gamma_c + beta_c   (biased variance).
 
 use candle_core::Tensor;
 use rayon::prelude::*;
