@@ -188,6 +188,7 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::rel_l2;
     use candle_core::{Device, D};
 
     /// The plain composition: softmax over the full score tensor.
@@ -218,25 +219,6 @@ mod tests {
             .unwrap()
             .reshape((b, lq, hd))
             .unwrap()
-    }
-
-    fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let n = b
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        (d / n).sqrt()
     }
 
     #[test]

@@ -339,40 +339,8 @@ impl DepthRows for Patches<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
-
-    fn rand(dims: &[usize], seed: u64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let mut s = seed | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
-
-    fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let n = b
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        (d / n).sqrt()
-    }
+    use crate::test_util::{rand, rel_l2};
+    use candle_core::DType;
 
     #[test]
     fn matches_candle_on_sd_and_odd_shapes() {

@@ -13,6 +13,8 @@ pub mod nn;
 pub mod norm;
 mod simd;
 pub mod tensor;
+#[cfg(test)]
+mod test_util;
 
 pub use attention::attention;
 pub use conv::{Conv2d, ConvGeometry};
