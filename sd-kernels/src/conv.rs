@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::gemm::{self, DepthRows, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
-use crate::tensor::{from_vec, output, with_f32};
+use crate::tensor::{from_vec, output, with_f32, with_f32_opt};
 
 /// Stride and zero padding of a convolution (the same on both axes, as in SD's networks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,12 +178,8 @@ impl Conv2d {
                 self.image(input, h, w, ho, wo, c, &epi);
             }
         };
-        with_f32("conv2d", x, |xs| match residual {
-            Some(r) => with_f32("conv2d", r, |rs| run(xs, Some(rs), &mut out)),
-            None => {
-                run(xs, None, &mut out);
-                Ok(())
-            }
+        with_f32("conv2d", x, |xs| {
+            with_f32_opt("conv2d", residual, |rs| run(xs, rs, &mut out))
         })??;
         from_vec(out, out_shape)
     }

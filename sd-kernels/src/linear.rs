@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
-use crate::tensor::{from_vec, output, with_f32};
+use crate::tensor::{from_vec, output, with_f32, with_f32_opt};
 
 /// A linear layer with packed weights `[out, in]` and optional bias `[out]`.
 #[derive(Debug)]
@@ -95,12 +95,8 @@ impl Linear {
                 self.weight.precision(),
             );
         };
-        with_f32("linear", x, |xs| match residual {
-            Some(r) => with_f32("linear", r, |rs| run(xs, Some(rs), &mut out)),
-            None => {
-                run(xs, None, &mut out);
-                Ok(())
-            }
+        with_f32("linear", x, |xs| {
+            with_f32_opt("linear", residual, |rs| run(xs, rs, &mut out))
         })??;
         from_vec(out, dims)
     }

@@ -28,6 +28,18 @@ pub fn with_f32<R>(op: &'static str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) ->
     Ok(f(&data[start..start + layout.shape().elem_count()]))
 }
 
+/// [`with_f32`] for an optional tensor: `f(None)` when there is none.
+pub fn with_f32_opt<R>(
+    op: &'static str,
+    t: Option<&Tensor>,
+    f: impl FnOnce(Option<&[f32]>) -> R,
+) -> Result<R> {
+    match t {
+        Some(t) => with_f32(op, t, |d| f(Some(d))),
+        None => Ok(f(None)),
+    }
+}
+
 /// A CPU f32 tensor of `shape` owning `data` (no copy).
 pub fn from_vec(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, shape.into(), &Device::Cpu)?)

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kernel::{first_pass_extra, store_scalar, Kernel, Tile};
+use super::kernel::{store_scalar, Kernel, Tile};
 
 const MR: usize = 14;
 const NR: usize = 32;
@@ -146,7 +146,6 @@ unsafe fn store(acc: &[[__m512; 2]; MR], t: &Tile) {
         _mm512_storeu_ps(tmp.as_mut_ptr().add(r * NR), acc_r[0]);
         _mm512_storeu_ps(tmp.as_mut_ptr().add(r * NR + 16), acc_r[1]);
     }
-    let _ = first_pass_extra;
     store_scalar(&tmp, NR, t);
 }
 

@@ -126,6 +126,13 @@ pub(crate) unsafe fn gemm<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
     });
 }
 
+thread_local! {
+    /// Per-thread packing buffers, kept between products (fresh ones would page-fault).
+    static SCRATCH: std::cell::RefCell<(AlignedBuf, AlignedBuf)> =
+        const { std::cell::RefCell::new((AlignedBuf::new(), AlignedBuf::new())) };
+}
+
+/// One thread's block of C: rows `m0..m1`, columns `n0..n1`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
     (m0, m1): (usize, usize),
@@ -142,85 +149,50 @@ unsafe fn serial<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
     let (kc_blk, mc_blk) = (K::KC, K::MC);
     SCRATCH.with(|cell| {
         let (a_scratch, b_scratch) = &mut *cell.borrow_mut();
-        blocks::<K, A, B>(
-            (m0, m1),
-            (n0, n1),
-            k,
-            a,
-            b,
-            c,
-            ldc,
-            epi,
-            (kc_blk, nc_blk, mc_blk),
-            a_scratch,
-            b_scratch,
-        )
-    })
-}
-
-thread_local! {
-    /// Per-thread packing buffers, kept between products (fresh ones would page-fault).
-    static SCRATCH: std::cell::RefCell<(AlignedBuf, AlignedBuf)> =
-        const { std::cell::RefCell::new((AlignedBuf::new(), AlignedBuf::new())) };
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn blocks<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
-    (m0, m1): (usize, usize),
-    (n0, n1): (usize, usize),
-    k: usize,
-    a: &A,
-    b: &B,
-    c: OutPtr,
-    ldc: usize,
-    epi: &Epilogue,
-    (kc_blk, nc_blk, mc_blk): (usize, usize, usize),
-    a_scratch: &mut AlignedBuf,
-    b_scratch: &mut AlignedBuf,
-) {
-    for jc in (n0..n1).step_by(nc_blk) {
-        let nc = nc_blk.min(n1 - jc);
-        for pc in (0..k).step_by(kc_blk) {
-            let kc = kc_blk.min(k - pc);
-            let groups = kc.div_ceil(K::KP);
-            let bp = b.panels(jc, nc, pc, kc, K::NR, K::KP, b_scratch);
-            for ic in (m0..m1).step_by(mc_blk) {
-                let mc = mc_blk.min(m1 - ic);
-                let ap = a.panels(ic, mc, pc, kc, K::MR, K::KP, a_scratch);
-                for jr in 0..nc.div_ceil(K::NR) {
-                    let col = jc + jr * K::NR;
-                    let cols = K::NR.min(n1 - col);
-                    let b_panel = bp.ptr.add(jr * bp.panel_stride);
-                    for ir in 0..mc.div_ceil(K::MR) {
-                        let row = ic + ir * K::MR;
-                        let rows = K::MR.min(m1 - row);
-                        let tile = Tile {
-                            c: c.0.add(row * ldc + col),
-                            ldc,
-                            rows,
-                            cols,
-                            first: pc == 0,
-                            bias_row: epi
-                                .bias_row
-                                .map_or(std::ptr::null(), |b| b.as_ptr().add(row)),
-                            bias_col: epi
-                                .bias_col
-                                .map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
-                            residual: epi.residual.map_or(std::ptr::null(), |r| {
-                                r.as_ptr().add(row * epi.residual_ld + col)
-                            }),
-                            ld_residual: epi.residual_ld,
-                        };
-                        K::run(
-                            groups,
-                            ap.ptr.add(ir * ap.panel_stride),
-                            ap.row_stride,
-                            b_panel,
-                            &tile,
-                        );
+        for jc in (n0..n1).step_by(nc_blk) {
+            let nc = nc_blk.min(n1 - jc);
+            for pc in (0..k).step_by(kc_blk) {
+                let kc = kc_blk.min(k - pc);
+                let groups = kc.div_ceil(K::KP);
+                let bp = b.panels(jc, nc, pc, kc, K::NR, K::KP, b_scratch);
+                for ic in (m0..m1).step_by(mc_blk) {
+                    let mc = mc_blk.min(m1 - ic);
+                    let ap = a.panels(ic, mc, pc, kc, K::MR, K::KP, a_scratch);
+                    for jr in 0..nc.div_ceil(K::NR) {
+                        let col = jc + jr * K::NR;
+                        let cols = K::NR.min(n1 - col);
+                        let b_panel = bp.ptr.add(jr * bp.panel_stride);
+                        for ir in 0..mc.div_ceil(K::MR) {
+                            let row = ic + ir * K::MR;
+                            let rows = K::MR.min(m1 - row);
+                            let tile = Tile {
+                                c: c.0.add(row * ldc + col),
+                                ldc,
+                                rows,
+                                cols,
+                                first: pc == 0,
+                                bias_row: epi
+                                    .bias_row
+                                    .map_or(std::ptr::null(), |b| b.as_ptr().add(row)),
+                                bias_col: epi
+                                    .bias_col
+                                    .map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
+                                residual: epi.residual.map_or(std::ptr::null(), |r| {
+                                    r.as_ptr().add(row * epi.residual_ld + col)
+                                }),
+                                ld_residual: epi.residual_ld,
+                            };
+                            K::run(
+                                groups,
+                                ap.ptr.add(ir * ap.panel_stride),
+                                ap.row_stride,
+                                b_panel,
+                                &tile,
+                            );
+                        }
                     }
                 }
             }
         }
-    }
+    })
 }

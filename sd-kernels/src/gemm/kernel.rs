@@ -119,6 +119,18 @@ impl PackElem for f32 {
 impl PackElem for u16 {
     #[inline(always)]
     fn from_f32(x: f32) -> Self {
-        half::bf16::from_f32(x).to_bits()
+        bf16_bits(x)
+    }
+}
+
+/// The bits of `x` rounded to the nearest bf16, ties to even; a NaN stays a (quiet) NaN.
+/// Plain integer arithmetic, so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        ((bits >> 16) | 0x40) as u16
+    } else {
+        ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
     }
 }

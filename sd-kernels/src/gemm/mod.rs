@@ -217,7 +217,7 @@ fn src_to_bf16_values(src: &Strided) -> Vec<f32> {
 /// `x` rounded to the nearest bf16 (ties to even), as f32.
 #[inline]
 pub fn round_bf16(x: f32) -> f32 {
-    half::bf16::from_f32(x).to_f32()
+    f32::from_bits((kernel::bf16_bits(x) as u32) << 16)
 }
 
 /// One operand of [`matmul`]: packed once, or a strided view packed on the fly.
@@ -491,12 +491,7 @@ crate::simd::multiversion! {
     /// dst[i] = bf16 bits of src[i], rounded to nearest even (NaN stays NaN).
     fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
         for (d, &x) in dst.iter_mut().zip(src) {
-            let bits = x.to_bits();
-            *d = if x.is_nan() {
-                ((bits >> 16) | 0x40) as u16
-            } else {
-                ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
-            };
+            *d = kernel::bf16_bits(x);
         }
     }
 }
