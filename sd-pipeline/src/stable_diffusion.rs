@@ -123,8 +123,9 @@ impl Models {
         match self {
             Models::Resident(parts) => Ok(parts.denoiser.clone()),
             Models::OnDemand { store, settings } => {
-                let weights = store.weights(Component::Unet)?;
-                Ok(Arc::new(build_unet(&weights, settings)?))
+                let mut weights = store.weights(Component::Unet)?.into_owned();
+                let tensors = std::mem::take(&mut weights.unet);
+                Ok(Arc::new(build_unet(tensors, &weights, settings)?))
             }
         }
     }
@@ -133,8 +134,9 @@ impl Models {
         match self {
             Models::Resident(parts) => Ok(parts.autoencoder.clone()),
             Models::OnDemand { store, settings } => {
-                let weights = store.weights(Component::Vae)?;
-                Ok(Arc::new(build_vae(&weights, settings)?))
+                let mut weights = store.weights(Component::Vae)?.into_owned();
+                let tensors = std::mem::take(&mut weights.vae);
+                Ok(Arc::new(build_vae(tensors, &weights, settings)?))
             }
         }
     }
@@ -198,16 +200,9 @@ fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipT
         .map_err(|e| Error::model("text_encoder", e))
 }
 
-fn build_unet(weights: &ModelWeights, s: &BuildSettings) -> Result<UNet2DConditionModel> {
-    let vb = VarBuilder::from_tensors(weights.unet.clone(), s.dtype, &s.device);
-    let mut unet =
-        UNet2DConditionModel::new(&weights.unet_config, vb).map_err(|e| Error::model("unet", e))?;
-    unet.set_attention_mode(s.attention);
-    Ok(unet)
-}
-
-/// [`build_unet`] consuming the tensors (each dropped as soon as the network has packed it).
-fn build_unet_from(
+/// The UNet from `tensors` (each dropped as soon as the network has packed it; `meta` gives
+/// the config).
+fn build_unet(
     tensors: crate::checkpoint::NamedTensors,
     meta: &ModelWeights,
     s: &BuildSettings,
@@ -218,20 +213,14 @@ fn build_unet_from(
     Ok(unet)
 }
 
-/// [`build_vae`] consuming the tensors.
-fn build_vae_from(
+/// The VAE from `tensors` (as [`build_unet`]).
+fn build_vae(
     tensors: crate::checkpoint::NamedTensors,
     meta: &ModelWeights,
     s: &BuildSettings,
 ) -> Result<Vae> {
     let vae = AutoencoderKl::new(&meta.vae_config, take_once(tensors, s))
         .map_err(|e| Error::model("vae", e))?;
-    Ok(Vae::new(vae, s.vae_tiling))
-}
-
-fn build_vae(weights: &ModelWeights, s: &BuildSettings) -> Result<Vae> {
-    let vb = VarBuilder::from_tensors(weights.vae.clone(), s.dtype, &s.device);
-    let vae = AutoencoderKl::new(&weights.vae_config, vb).map_err(|e| Error::model("vae", e))?;
     Ok(Vae::new(vae, s.vae_tiling))
 }
 
@@ -445,9 +434,9 @@ impl StableDiffusionBuilder {
         let text_encoder = Arc::new(build_text_encoder(&weights, settings)?);
         weights.text_encoder.clear();
         let unet_tensors = std::mem::take(&mut weights.unet);
-        let denoiser = Arc::new(build_unet_from(unet_tensors, &weights, settings)?);
+        let denoiser = Arc::new(build_unet(unet_tensors, &weights, settings)?);
         let vae_tensors = std::mem::take(&mut weights.vae);
-        let autoencoder = Arc::new(build_vae_from(vae_tensors, &weights, settings)?);
+        let autoencoder = Arc::new(build_vae(vae_tensors, &weights, settings)?);
         let models = Models::Resident(Parts {
             text_encoder,
             denoiser,

@@ -162,16 +162,6 @@ def bench_gemm(args, results):
         results[f"gemm_{name}_{n}_gflops"] = round(flops / best / 1e9, 1)
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def print_table(results):
     rows = [(k[: -len("_seconds_min")], results[k], results[k.replace("_min", "_median")])
             for k in results if k.endswith("_seconds_min") and not k.startswith("gemm_")]
@@ -237,7 +227,7 @@ def main():
         "diffusers_version": diffusers.__version__,
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
-        "cpu_model": cpu_model(),
+        "cpu_model": txt2img.cpu_model(),
         "logical_cpus": os.cpu_count(),
         "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],
         "mkldnn_available": torch.backends.mkldnn.is_available(),
