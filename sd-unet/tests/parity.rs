@@ -100,6 +100,17 @@ fn f32_matches_diffusers_on_every_config_and_case() -> Result<()> {
 }
 
 #[test]
+fn fused_attention_matches_diffusers() -> Result<()> {
+    // The default mode (sd-kernels' attention): the same bounds as the full score tensor.
+    for name in CONFIGS {
+        let f32 = check_config(name, DType::F32, AttentionMode::Fused, 1e-4)?;
+        let bf16 = check_config(name, DType::BF16, AttentionMode::Fused, 6e-2)?;
+        println!("{name} fused worst f32 {f32:.3e} bf16 {bf16:.3e}");
+    }
+    Ok(())
+}
+
+#[test]
 fn sliced_attention_matches_diffusers() -> Result<()> {
     // Chunk sizes that divide nothing here (rows are 2x2=4..2x4=8, queries 64/16/4/45/...).
     let mode = AttentionMode::Sliced {
