@@ -96,6 +96,41 @@ fn allowed_global(module: &str, name: &str) -> PickleResult<Global> {
     }
 }
 
+/// How deep containers may nest. torch state dicts nest a handful of levels; a hostile file
+/// nesting thousands deep would overflow the stack when the value is dropped or walked.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// Fails when putting `items` into a container would nest values deeper than [`MAX_DEPTH`].
+/// Walks with its own stack (never recursion), stopping at the limit.
+fn check_depth(items: &[Value]) -> PickleResult<()> {
+    let mut todo: Vec<(&Value, usize)> = items.iter().map(|v| (v, 2)).collect();
+    while let Some((value, depth)) = todo.pop() {
+        let children: &[Value] = match value {
+            Value::Tuple(v) | Value::List(v) => v,
+            Value::Dict(pairs) => {
+                if !pairs.is_empty() && depth >= MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                for (k, v) in pairs {
+                    todo.push((k, depth + 1));
+                    todo.push((v, depth + 1));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if !children.is_empty() && depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        todo.extend(children.iter().map(|c| (c, depth + 1)));
+    }
+    Ok(())
+}
+
+fn too_deep() -> String {
+    format!("the pickle nests containers more than {MAX_DEPTH} deep; refusing to read it")
+}
+
 /// Reads one pickle from the start of `data`; returns the object and the bytes consumed.
 pub(crate) fn read(data: &[u8]) -> PickleResult<(Value, usize)> {
     let mut machine = Machine {
@@ -217,6 +252,7 @@ impl Machine<'_> {
         if !items.len().is_multiple_of(2) {
             return Err("the pickle sets a dict item without a value".into());
         }
+        check_depth(&items)?;
         let Value::Dict(dict) = self.top()? else {
             return Err("the pickle sets items on something that is not a dict".into());
         };
@@ -228,6 +264,7 @@ impl Machine<'_> {
     }
 
     fn append(&mut self, items: Vec<Value>) -> PickleResult<()> {
+        check_depth(&items)?;
         match self.top()? {
             Value::List(list) => {
                 list.extend(items);
@@ -331,6 +368,7 @@ impl Machine<'_> {
                 b']' => self.stack.push(Value::List(Vec::new())),
                 b'l' => {
                     let items = self.pop_mark()?;
+                    check_depth(&items)?;
                     self.stack.push(Value::List(items));
                 }
                 b'a' => {
@@ -344,6 +382,7 @@ impl Machine<'_> {
                 b')' => self.stack.push(Value::Tuple(Vec::new())),
                 b't' => {
                     let items = self.pop_mark()?;
+                    check_depth(&items)?;
                     self.stack.push(Value::Tuple(items));
                 }
                 0x85..=0x87 => {
@@ -352,6 +391,7 @@ impl Machine<'_> {
                         return Err("the pickle builds a tuple from too few items".into());
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
+                    check_depth(&items)?;
                     self.stack.push(Value::Tuple(items));
                 }
                 b'}' => self.stack.push(Value::Dict(Vec::new())),
@@ -580,6 +620,28 @@ X\x01\x00\x00\x00bq\x03\x88X\x01\x00\x00\x00xq\x04\x86q\x05u.";
             .contains("ends early"));
         assert!(read(b"\x80\x02").unwrap_err().contains("ends early"));
         assert!(read(b"0").unwrap_err().contains("empty stack"));
+    }
+
+    #[test]
+    fn refuses_deep_nesting_without_overflowing() {
+        // The hostile file of issue 15: 30,000 empty lists appended into each other.
+        let mut data = b"\x80\x02".to_vec();
+        data.extend(std::iter::repeat_n(b']', 30_000));
+        data.extend(std::iter::repeat_n(b'a', 29_999));
+        data.push(b'.');
+        assert!(read(&data).unwrap_err().contains("deep"));
+        // Tuples and dicts too.
+        let mut data = b"\x80\x02".to_vec();
+        data.extend(std::iter::repeat_n(b')', 1));
+        data.extend(std::iter::repeat_n(b"\x85", 30_000).flatten());
+        data.push(b'.');
+        assert!(read(&data).unwrap_err().contains("deep"));
+        // Shallow nesting still reads.
+        let mut data = b"\x80\x02".to_vec();
+        data.extend(std::iter::repeat_n(b']', 50));
+        data.extend(std::iter::repeat_n(b'a', 49));
+        data.push(b'.');
+        assert!(read(&data).is_ok());
     }
 
     #[test]
