@@ -195,6 +195,26 @@ fn inpainting_is_detected_from_nine_input_channels() -> Result<()> {
     Ok(())
 }
 
+/// A saved model gets the permissions of any new file under the umask (safetensors alone
+/// leaves its private 0600 temporary file's mode; issue 15, item 9).
+#[cfg(unix)]
+#[test]
+fn saved_files_follow_the_umask() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let weights = ModelWeights::from_diffusers_folder(folder("tiny-sd1"))?;
+    let file = temp("umask.safetensors");
+    weights.save_single_file(&file)?;
+    let plain = temp("umask-plain.txt");
+    std::fs::write(&plain, b"x")?;
+    assert_eq!(mode(&file), mode(&plain), "single file");
+    let dir = temp("umask-folder");
+    weights.save_diffusers_folder(&dir)?;
+    let unet = dir.join("unet/diffusion_pytorch_model.safetensors");
+    assert_eq!(mode(&unet), mode(&plain), "folder");
+    Ok(())
+}
+
 /// diffusers → LDM through the reverse table gives the file diffusers' converters accept.
 #[test]
 fn reverse_table_writes_the_proven_files() -> Result<()> {

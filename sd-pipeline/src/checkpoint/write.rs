@@ -18,7 +18,31 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 
 fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     candle_core::safetensors::save(tensors, path)
-        .map_err(|e| checkpoint_error(path, format!("cannot write weights: {e}")))
+        .map_err(|e| checkpoint_error(path, format!("cannot write weights: {e}")))?;
+    follow_umask(path)
+}
+
+/// Gives `path` the permissions any new file gets under the process's umask: safetensors
+/// writes through a private (0600) temporary file and renames it, so without this a saved
+/// model could not be read by the group or others whatever the umask says. The umask is
+/// learned from a probe file created next to `path` (reading it otherwise means changing it).
+#[cfg(unix)]
+fn follow_umask(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| checkpoint_error(path, format!("cannot set permissions: {e}"));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let probe = path.with_file_name(format!(".{name}.mode-{}.tmp", std::process::id()));
+    let mode = std::fs::File::create(&probe)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions().mode() & 0o777);
+    let _ = std::fs::remove_file(&probe);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.map_err(fail)?))
+        .map_err(fail)
+}
+
+#[cfg(not(unix))]
+fn follow_umask(_: &Path) -> Result<()> {
+    Ok(())
 }
 
 pub(super) fn diffusers_folder(weights: &ModelWeights, dir: &Path) -> Result<()> {
