@@ -190,6 +190,11 @@ fn bad_arguments_are_named_and_leave_no_file() {
             "--width: 60 is not a positive multiple of 8",
         ),
         (vec!["--steps", "0"], "--steps"),
+        // Passes the 1..=1000 range, but leading spacing with steps_offset 1 reaches t = 1000.
+        (
+            vec!["--steps", "1000"],
+            "--steps: 1000 steps do not fit this model's schedule",
+        ),
         (vec!["--batch-size", "0"], "--batch-size"),
         (
             vec!["--init-image", &init, "--strength", "1.5"],

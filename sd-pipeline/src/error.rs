@@ -25,11 +25,11 @@ pub enum Error {
 
     /// The prompt's emphasis could not be read (its weights overflow).
     #[error("prompt: {0}")]
-    Prompt(#[from] sd_prompt::Error),
+    Prompt(sd_prompt::Error),
 
     /// The tokenizer failed to load or to tokenize.
     #[error("tokenizer: {0}")]
-    Tokenize(#[from] sd_tokenize::Error),
+    Tokenize(sd_tokenize::Error),
 
     /// A weights file or model folder could not be read, understood or written.
     #[error("{path}: {message}")]
@@ -64,7 +64,7 @@ pub enum Error {
 
     /// A scheduler could not be built or stepped.
     #[error("scheduler: {0}")]
-    Scheduler(#[from] sd_scheduler::Error),
+    Scheduler(sd_scheduler::Error),
 
     /// A model could not be fetched from the Hugging Face Hub.
     #[error("{repo}: {message}")]
@@ -101,5 +101,42 @@ impl Error {
     }
 }
 
+// Written out rather than `#[from]`, which would also make the inner error the `source`:
+// the message already includes it, and chain printers (anyhow's `{:#}`) showed it twice.
+impl From<sd_prompt::Error> for Error {
+    fn from(e: sd_prompt::Error) -> Self {
+        Error::Prompt(e)
+    }
+}
+
+impl From<sd_tokenize::Error> for Error {
+    fn from(e: sd_tokenize::Error) -> Self {
+        Error::Tokenize(e)
+    }
+}
+
+impl From<sd_scheduler::Error> for Error {
+    fn from(e: sd_scheduler::Error) -> Self {
+        Error::Scheduler(e)
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_messages_are_not_also_sources() {
+        let inner = sd_scheduler::Error::TimestepOutOfRange {
+            timestep: 1000,
+            num_train_timesteps: 1000,
+        };
+        let e = Error::from(inner);
+        assert!(std::error::Error::source(&e).is_none());
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches("timestep 1000").count(), 1, "{shown}");
+    }
+}

@@ -615,7 +615,18 @@ impl StableDiffusion {
         let start_step = request.start_step()?;
         self.check_mode(request)?;
         let sampler = request.scheduler.unwrap_or(self.default_scheduler);
-        let mut scheduler = sd_scheduler::build(sampler, &self.scheduler_config, request.steps)?;
+        let mut scheduler = sd_scheduler::build(sampler, &self.scheduler_config, request.steps)
+            .map_err(|e| match e {
+                // e.g. 1000 steps with "leading" spacing and steps_offset 1 reach timestep 1000.
+                sd_scheduler::Error::TimestepOutOfRange { .. } => Error::request(
+                    "steps",
+                    format!(
+                        "{} steps do not fit this model's schedule: {e}",
+                        request.steps
+                    ),
+                ),
+                e => e.into(),
+            })?;
         let guided = request.guidance.uses_uncond(request.guidance_scale);
         let batch = request.batch_size;
         let mut timings = Timings::default();
