@@ -105,30 +105,23 @@ pub(crate) const MAX_DEPTH: usize = 100;
 fn check_depth(items: &[Value]) -> PickleResult<()> {
     let mut todo: Vec<(&Value, usize)> = items.iter().map(|v| (v, 2)).collect();
     while let Some((value, depth)) = todo.pop() {
-        let children: &[Value] = match value {
-            Value::Tuple(v) | Value::List(v) => v,
-            Value::Dict(pairs) => {
-                if !pairs.is_empty() && depth >= MAX_DEPTH {
-                    return Err(too_deep());
-                }
-                for (k, v) in pairs {
-                    todo.push((k, depth + 1));
-                    todo.push((v, depth + 1));
-                }
-                continue;
-            }
-            _ => continue,
-        };
-        if !children.is_empty() && depth >= MAX_DEPTH {
-            return Err(too_deep());
+        let before = todo.len();
+        match value {
+            Value::Tuple(v) | Value::List(v) => todo.extend(v.iter().map(|c| (c, depth + 1))),
+            Value::Dict(pairs) => todo.extend(
+                pairs
+                    .iter()
+                    .flat_map(|(k, v)| [(k, depth + 1), (v, depth + 1)]),
+            ),
+            _ => {}
         }
-        todo.extend(children.iter().map(|c| (c, depth + 1)));
+        if todo.len() > before && depth >= MAX_DEPTH {
+            return Err(format!(
+                "the pickle nests containers more than {MAX_DEPTH} deep; refusing to read it"
+            ));
+        }
     }
     Ok(())
-}
-
-fn too_deep() -> String {
-    format!("the pickle nests containers more than {MAX_DEPTH} deep; refusing to read it")
 }
 
 /// Reads one pickle from the start of `data`; returns the object and the bytes consumed.
