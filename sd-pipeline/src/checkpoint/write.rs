@@ -32,10 +32,16 @@ fn follow_umask(path: &Path) -> Result<()> {
     let fail = |e: std::io::Error| checkpoint_error(path, format!("cannot set permissions: {e}"));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let probe = path.with_file_name(format!(".{name}.mode-{}.tmp", std::process::id()));
-    let mode = std::fs::File::create(&probe)
-        .and_then(|f| f.metadata())
-        .map(|m| m.permissions().mode() & 0o777);
-    let _ = std::fs::remove_file(&probe);
+    // create_new: never follows a link or truncates a file that happens to have this name.
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    let mode = created.and_then(|f| {
+        let mode = f.metadata().map(|m| m.permissions().mode() & 0o777);
+        let _ = std::fs::remove_file(&probe);
+        mode
+    });
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.map_err(fail)?))
         .map_err(fail)
 }
