@@ -6,8 +6,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use candle_core::{Device, Module, Tensor, D};
 use sd_kernels::{
-    activation, attention, norm, Conv2d, ConvGeometry, Epilogue, Linear, MatOperand, PackedMatrix,
-    Precision, Side, Strided,
+    activation, attention, norm, Conv2d, ConvAlgorithm, ConvGeometry, Epilogue, Linear, MatOperand,
+    PackedMatrix, Precision, Side, Strided,
 };
 
 fn randn(dims: &[usize]) -> Tensor {
@@ -44,32 +44,45 @@ fn gemm(c: &mut Criterion) {
 }
 
 fn conv(c: &mut Criterion) {
-    let mut g = c.benchmark_group("conv3x3_320_64x64_b2");
+    // (batch, channels, side): SD 1.5's 3x3 resnet convs at 512² (64², 32², 16² latents) and
+    // the VAE decoder's 512-channel conv at 128².
+    for (b, ch, side) in [(2, 320, 64), (2, 640, 32), (2, 1280, 16), (1, 512, 128)] {
+        conv_case(c, b, ch, side);
+    }
+}
+
+fn conv_case(c: &mut Criterion, b: usize, ch: usize, side: usize) {
+    let mut g = c.benchmark_group(format!("conv3x3_{ch}_{side}x{side}_b{b}"));
     g.sample_size(10);
-    let x = randn(&[2, 320, 64, 64]);
-    let w = (randn(&[320, 320, 3, 3]) * 0.02).expect("scale");
-    let bias = randn(&[320]);
+    let x = randn(&[b, ch, side, side]);
+    let w = (randn(&[ch, ch, 3, 3]) * 0.02).expect("scale");
+    let bias = randn(&[ch]);
     let geometry = ConvGeometry {
         stride: 1,
         padding: 1,
     };
     for precision in [Precision::F32, Precision::Bf16] {
-        let conv = Conv2d::new(&w, Some(&bias), geometry, precision).expect("conv");
-        g.bench_function(format!("sd-kernels {precision:?}"), |b| {
-            b.iter(|| conv.forward(&x, None).expect("forward"))
+        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Auto] {
+            let mut conv = Conv2d::new(&w, Some(&bias), geometry, precision).expect("conv");
+            conv.set_algorithm(algorithm);
+            g.bench_function(format!("sd-kernels {precision:?} {algorithm:?}"), |b| {
+                b.iter(|| conv.forward(&x, None).expect("forward"))
+            });
+        }
+    }
+    if side <= 64 {
+        let reference = candle_nn::Conv2d::new(
+            w.clone(),
+            Some(bias.clone()),
+            candle_nn::Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            },
+        );
+        g.bench_function("candle F32", |b| {
+            b.iter(|| reference.forward(&x).expect("conv"))
         });
     }
-    let reference = candle_nn::Conv2d::new(
-        w.clone(),
-        Some(bias.clone()),
-        candle_nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        },
-    );
-    g.bench_function("candle F32", |b| {
-        b.iter(|| reference.forward(&x).expect("conv"))
-    });
     g.finish();
 }
 

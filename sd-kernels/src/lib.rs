@@ -15,9 +15,10 @@ mod simd;
 pub mod tensor;
 #[cfg(test)]
 mod test_util;
+mod winograd;
 
 pub use attention::attention;
-pub use conv::{Conv2d, ConvGeometry};
+pub use conv::{Conv2d, ConvAlgorithm, ConvGeometry};
 pub use cpu::Isa;
 pub use error::{Error, Result};
 pub use gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};

@@ -200,6 +200,32 @@ impl PackedMatrix {
     pub fn bytes(&self) -> usize {
         self.data.len * if self.data.bf16 { 2 } else { 4 }
     }
+
+    /// Writes the `depth` values of line `line` into `out` as f32 (bf16 data widened exactly),
+    /// i.e. the numbers products with this matrix use.
+    ///
+    /// # Panics
+    /// When `line >= lines()` or `out.len() != depth()`.
+    pub fn unpack_line(&self, line: usize, out: &mut [f32]) {
+        assert!(line < self.lines, "unpack_line: line out of range");
+        assert_eq!(out.len(), self.depth, "unpack_line: wrong output length");
+        let (mr, nr, kp) = self.kernel.shape();
+        let w = if self.side == Side::Left { mr } else { nr };
+        let panel_stride = self.depth.div_ceil(kp) * w * kp;
+        let base = (line / w) * panel_stride + (line % w) * kp;
+        let at = |k: usize| base + (k / kp) * w * kp + k % kp;
+        if self.data.bf16 {
+            let data: &[u16] = self.data.buf.slice(self.data.len);
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = f32::from_bits((data[at(k)] as u32) << 16);
+            }
+        } else {
+            let data: &[f32] = self.data.buf.slice(self.data.len);
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = data[at(k)];
+            }
+        }
+    }
 }
 
 /// Copies a view into a dense lines x depth matrix of values rounded to bf16.
