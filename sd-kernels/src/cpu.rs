@@ -4,6 +4,13 @@
 //! really allows), cross-checked with `is_x86_feature_detected!` (what the compiler's runtime
 //! checks see); a feature is used only when both say yes. `SD_KERNELS_ISA=avx2|generic` forces a
 //! lower tier, for tests of the fallbacks and for comparisons.
+//!
+//! Having an instruction is not the same as it paying off: on Intel's AVX512-BF16 parts
+//! (Cooper Lake, Sapphire Rapids) `vdpbf16ps` issues at half the rate of f32 FMAs (measured on
+//! a Sapphire Rapids VM: 71 against 131 GFLOP/s per core), so there bf16 products run on the
+//! f32 kernels with the inputs rounded to bf16, which gives the same numbers; on AMD (Zen 4,
+//! Zen 5) the dot product is twice the f32 rate and is used. `SD_KERNELS_ISA=avx512-bf16`
+//! uses it wherever it exists.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -26,18 +33,31 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best tier this CPU supports (and the environment allows), detected once.
+    /// The tier kernels use by default: the fastest this CPU runs well (see the module docs),
+    /// or what the environment asks for, detected once.
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            let best = detect_uncached();
+            let best = Isa::supported();
+            let preferred = if best == Isa::Avx512Bf16 && !bf16_dot_pays_off() {
+                Isa::Avx512
+            } else {
+                best
+            };
             match std::env::var("SD_KERNELS_ISA").as_deref() {
                 Ok("generic") => Isa::Generic,
                 Ok("avx2") => best.min(Isa::Avx2),
                 Ok("avx512") => best.min(Isa::Avx512),
-                _ => best,
+                Ok("avx512-bf16") => best,
+                _ => preferred,
             }
         })
+    }
+
+    /// The highest tier this CPU can run at all (what [`with_isa`] may ask for).
+    pub fn supported() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(detect_uncached)
     }
 
     /// The tier kernels started from this thread use now: [`Isa::detect`], or the lower tier
@@ -62,11 +82,11 @@ impl Isa {
     }
 }
 
-/// Runs `f` with kernels limited to `isa` (never above [`Isa::detect`]) on this thread, e.g. to
-/// test or time the AVX2 and portable fallbacks on an AVX-512 machine. Data packed inside `f`
-/// (weights) must be used inside it too.
+/// Runs `f` with kernels of tier `isa` (never above [`Isa::supported`]) on this thread, e.g. to
+/// test or time the AVX2 and portable fallbacks on an AVX-512 machine, or the bf16 dot kernel
+/// where it is not the default. Data packed inside `f` (weights) must be used inside it too.
 pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    let previous = OVERRIDE.with(|o| o.replace(Some(isa.min(Isa::detect()))));
+    let previous = OVERRIDE.with(|o| o.replace(Some(isa.min(Isa::supported()))));
     let out = f();
     OVERRIDE.with(|o| o.set(previous));
     out
@@ -107,6 +127,25 @@ fn detect_uncached() -> Isa {
     } else {
         Isa::Generic
     }
+}
+
+/// Whether `vdpbf16ps` beats f32 FMAs on this CPU: on AMD's parts it does, on Intel's it does
+/// not (see the module docs). Read from CPUID's vendor string.
+#[cfg(target_arch = "x86_64")]
+fn bf16_dot_pays_off() -> bool {
+    // SAFETY: CPUID leaf 0 exists on every x86_64 CPU (the call is safe from Rust 1.94 on).
+    #[allow(unused_unsafe)]
+    let id = unsafe { std::arch::x86_64::__cpuid(0) };
+    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    vendor != b"GenuineIntel"
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn bf16_dot_pays_off() -> bool {
+    false
 }
 
 #[cfg(not(target_arch = "x86_64"))]
