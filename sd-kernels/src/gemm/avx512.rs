@@ -112,10 +112,11 @@ unsafe fn bf16_kernel<const DIRECT: bool>(
     store(&acc, tile)
 }
 
-/// Writes the accumulators: vector stores for a full tile, else through a scalar copy.
+/// Writes the accumulators (`R` rows of 32): vector stores for a full tile, else through a
+/// scalar copy. Shared with the AMX kernel.
 #[inline(always)]
-unsafe fn store(acc: &[[__m512; 2]; MR], t: &Tile) {
-    if t.rows == MR && t.cols == NR {
+pub(crate) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
+    if t.rows == R && t.cols == NR {
         for (r, acc_r) in acc.iter().enumerate() {
             let dst = t.c.add(r * t.ldc);
             for (v, &x) in acc_r.iter().enumerate() {
@@ -141,7 +142,9 @@ unsafe fn store(acc: &[[__m512; 2]; MR], t: &Tile) {
         }
         return;
     }
-    let mut tmp = [0f32; MR * NR];
+    // `R * NR` cannot size an array of a generic `R` on stable Rust: take the largest R (32).
+    const { assert!(R <= 32) };
+    let mut tmp = [0f32; 32 * NR];
     for (r, acc_r) in acc.iter().enumerate() {
         _mm512_storeu_ps(tmp.as_mut_ptr().add(r * NR), acc_r[0]);
         _mm512_storeu_ps(tmp.as_mut_ptr().add(r * NR + 16), acc_r[1]);

@@ -157,7 +157,7 @@ unsafe fn serial<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
                 let bp = b.panels(jc, nc, pc, kc, K::NR, K::KP, b_scratch);
                 for ic in (m0..m1).step_by(mc_blk) {
                     let mc = mc_blk.min(m1 - ic);
-                    let ap = a.panels(ic, mc, pc, kc, K::MR, K::KP, a_scratch);
+                    let ap = a.panels(ic, mc, pc, kc, K::MR, K::KPA, a_scratch);
                     for jr in 0..nc.div_ceil(K::NR) {
                         let col = jc + jr * K::NR;
                         let cols = K::NR.min(n1 - col);

@@ -75,8 +75,10 @@ pub(crate) trait Kernel: Sync {
     const MR: usize;
     /// Columns of B per panel.
     const NR: usize;
-    /// k values per group.
+    /// k values per group (of B, and of A unless [`KPA`](Self::KPA) says otherwise).
     const KP: usize;
+    /// k values per group of packed A panels: AMX reads each A row as 32 consecutive k.
+    const KPA: usize = Self::KP;
     /// k values per cache block (a multiple of `KP`).
     const KC: usize;
     /// Rows of A per cache block (a multiple of `MR`).

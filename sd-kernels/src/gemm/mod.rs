@@ -4,10 +4,13 @@
 //! - [`PackedMatrix`] packs a matrix once (weights at load), for the left or right side.
 //! - [`matmul`] multiplies any mix of packed and [`Strided`] operands into a row-major C.
 //!
-//! Kernels: AVX-512 14x32 f32 and bf16 (`vdpbf16ps`), AVX2 6x16 f32, portable 4x16 f32,
-//! chosen by [`Isa::active`](crate::cpu::Isa::active). Without the bf16 instructions a bf16
+//! Kernels: AMX 32x32 bf16 tiles, AVX-512 14x32 f32 and bf16 (`vdpbf16ps`), AVX2 6x16 f32,
+//! portable 4x16 f32, chosen by [`Isa::active`](crate::cpu::Isa::active) and, for AMX, the
+//! depth (a multiple of 32). Without bf16 instructions (or where they are slower) a bf16
 //! product runs in f32 on the values rounded to bf16, so results agree across CPUs.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -46,22 +49,56 @@ enum KernelId {
     Avx512,
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl KernelId {
-    fn select(precision: Precision) -> Self {
+    /// The kernel for products of `depth` (k) in `precision`: AMX tiles take depths that
+    /// are multiples of 32 (so no partial tile is ever loaded), the rest run on AVX-512.
+    fn select(precision: Precision, depth: usize) -> Self {
         let isa = Isa::active();
         #[cfg(target_arch = "x86_64")]
         {
             match (isa, precision) {
+                (Isa::Amx, Precision::Bf16) if depth > 0 && depth.is_multiple_of(32) => {
+                    return KernelId::Amx
+                }
                 (Isa::Avx512Bf16, Precision::Bf16) => return KernelId::Avx512Bf16,
-                (Isa::Avx512Bf16 | Isa::Avx512, _) => return KernelId::Avx512,
+                (Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512, _) => return KernelId::Avx512,
                 (Isa::Avx2, _) => return KernelId::Avx2,
                 _ => {}
             }
         }
-        let _ = (isa, precision);
+        let _ = (isa, precision, depth);
         KernelId::Generic
+    }
+
+    /// Whether the kernel's packed values are bf16 bits (else f32).
+    fn packs_bf16(self) -> bool {
+        self.shape().2 == 2
+    }
+
+    /// k values per packed group on `side` (A panels of the AMX kernel group 32).
+    fn group(self, side: Side) -> usize {
+        fn of<K: Kernel>(side: Side) -> usize {
+            if side == Side::Left {
+                K::KPA
+            } else {
+                K::KP
+            }
+        }
+        match self {
+            KernelId::Generic => of::<generic::F32x4x16>(side),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx2 => of::<avx2::F32x6x16>(side),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512 => of::<avx512::F32x14x32>(side),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512Bf16 => of::<avx512::Bf16x14x32>(side),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Amx => of::<amx::AmxBf16x32x32>(side),
+        }
     }
 
     /// (MR, NR, KP) of the kernel.
@@ -77,6 +114,8 @@ impl KernelId {
             KernelId::Avx512 => of::<avx512::F32x14x32>(),
             #[cfg(target_arch = "x86_64")]
             KernelId::Avx512Bf16 => of::<avx512::Bf16x14x32>(),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Amx => of::<amx::AmxBf16x32x32>(),
         }
     }
 }
@@ -124,15 +163,16 @@ impl PackedMatrix {
     /// Packs `src` (lines x depth) to be the `side` operand of products in `precision`.
     pub fn pack(src: Strided, side: Side, precision: Precision) -> Self {
         assert!(src.in_bounds(), "PackedMatrix::pack: view out of bounds");
-        let kernel = KernelId::select(precision);
-        let (mr, nr, kp) = kernel.shape();
+        let kernel = KernelId::select(precision, src.depth);
+        let (mr, nr, _) = kernel.shape();
+        let kp = kernel.group(side);
         let w = if side == Side::Left { mr } else { nr };
         let groups = src.depth.div_ceil(kp);
         let panel = groups * w * kp;
         let npanels = src.lines.div_ceil(w);
         let mut buf = AlignedBuf::new();
         let len = npanels * panel;
-        let data = if kp == 2 {
+        let data = if kernel.packs_bf16() {
             // SAFETY: the whole view is in bounds (asserted above); panels are packed into
             // `buf`, which the matrix keeps.
             let _: operand::Panels<u16> =
@@ -209,7 +249,8 @@ impl PackedMatrix {
     pub fn unpack_line(&self, line: usize, out: &mut [f32]) {
         assert!(line < self.lines, "unpack_line: line out of range");
         assert_eq!(out.len(), self.depth, "unpack_line: wrong output length");
-        let (mr, nr, kp) = self.kernel.shape();
+        let (mr, nr, _) = self.kernel.shape();
+        let kp = self.kernel.group(self.side);
         let w = if self.side == Side::Left { mr } else { nr };
         let panel_stride = self.depth.div_ceil(kp) * w * kp;
         let base = (line / w) * panel_stride + (line % w) * kp;
@@ -356,7 +397,7 @@ pub(crate) fn matmul_with_source<S: DepthRows>(
             "matmul: residual too small"
         );
     }
-    let kernel = KernelId::select(precision);
+    let kernel = KernelId::select(precision, k);
     for op in [
         Some(&a),
         if let RightOperand::Mat(b) = &b {
@@ -384,6 +425,8 @@ pub(crate) fn matmul_with_source<S: DepthRows>(
             KernelId::Avx512Bf16 => {
                 run::<avx512::Bf16x14x32, S>(m, n, k, a, b, c, ldc, epi, precision)
             }
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Amx => run::<amx::AmxBf16x32x32, S>(m, n, k, a, b, c, ldc, epi, precision),
         }
     }
 }
@@ -406,7 +449,7 @@ trait PackedAccess<E> {
 
 impl<E: PackElem> PackedAccess<E> for PackedMatrix {
     fn prepacked(&self) -> Prepacked<'_, E> {
-        let (_, _, kp) = self.kernel.shape();
+        let kp = self.kernel.group(self.side);
         let groups_total = self.depth.div_ceil(kp);
         let is = |t: std::any::TypeId| std::any::TypeId::of::<E>() == t;
         let matches = if self.data.bf16 {
@@ -452,7 +495,10 @@ unsafe fn run<K: Kernel, S: DepthRows>(
             with_right::<K, S, _>(m, n, k, &ByRows(&RoundedBf16(s)), b, c, ldc, epi, emulate)
         }
         MatOperand::Strided(s)
-            if K::DIRECT_A && s.depth_stride == 1 && m >= K::MR && k.is_multiple_of(K::KP) =>
+            if K::DIRECT_A
+                && s.depth_stride == 1
+                && m >= K::MR
+                && k.is_multiple_of(K::KP.max(K::KPA)) =>
         {
             // Whole panels read in place; the last rows (fewer than MR) packed as usual.
             let main = m / K::MR * K::MR;

@@ -85,7 +85,8 @@ fn pack_by_rows<E: PackElem, S: DepthRows>(
     let npanels = nl.div_ceil(w);
     let dst = scratch.get::<E>(npanels * panel_stride);
     let mut rows = vec![0f32; w * kp];
-    let fast_bf16 = kp == 2 && w.is_multiple_of(16) && crate::cpu::Isa::active().has_bf16_dot();
+    let fast_bf16 =
+        kp == 2 && w.is_multiple_of(16) && crate::cpu::Isa::supported().has_bf16_instructions();
     let direct_f32 = kp == 1 && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>();
     for p in 0..npanels {
         let lines = w.min(nl - p * w);

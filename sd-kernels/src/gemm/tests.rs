@@ -18,10 +18,16 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn tiers() -> Vec<Isa> {
-    [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16]
-        .into_iter()
-        .filter(|&t| t <= Isa::supported())
-        .collect()
+    [
+        Isa::Generic,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ]
+    .into_iter()
+    .filter(|&t| t <= Isa::supported())
+    .collect()
 }
 
 /// Reference C = A B + bias_row + bias_col + residual in f64, on inputs rounded as `precision`.
@@ -126,7 +132,19 @@ fn f32_shapes_and_operand_kinds() {
 
 #[test]
 fn bf16_shapes_and_operand_kinds() {
-    for &(m, n, k) in &[(1, 1, 1), (15, 33, 301), (29, 65, 1030), (200, 40, 77)] {
+    // Depths that are multiples of 32 reach the AMX tiles where there are some: whole and
+    // partial 32 x 32 blocks, several k blocks (KC 512), fewer rows than a panel.
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (15, 33, 301),
+        (29, 65, 1030),
+        (200, 40, 77),
+        (32, 32, 32),
+        (31, 33, 64),
+        (65, 70, 1056),
+        (1, 40, 32),
+        (100, 3, 96),
+    ] {
         for (pa, pb) in [(false, false), (true, false), (false, true), (true, true)] {
             check(m, n, k, Precision::Bf16, pa, pb);
         }
@@ -167,4 +185,16 @@ fn bf16_differs_from_f32_by_rounding_only() {
     );
     let err = max_rel_err(&c16, &c32);
     assert!(err > 1e-4 && err < 2e-2, "bf16 vs f32 difference {err}");
+}
+
+#[test]
+fn amx_takes_the_depths_its_tiles_fit() {
+    if Isa::supported() != Isa::Amx {
+        return;
+    }
+    with_isa(Isa::Amx, || {
+        assert_eq!(KernelId::select(Precision::Bf16, 64), KernelId::Amx);
+        assert_eq!(KernelId::select(Precision::Bf16, 77), KernelId::Avx512);
+        assert_eq!(KernelId::select(Precision::F32, 64), KernelId::Avx512);
+    });
 }

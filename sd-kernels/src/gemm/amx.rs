@@ -1,0 +1,131 @@
+//! Intel AMX micro-kernel: bf16 tile products (`tdpbf16ps`), 32 x 32, f32 accumulation.
+//!
+//! Four 16 x 16 f32 accumulator tiles (tmm0-3) hold a 32 x 32 block of C. Each step of 32 k
+//! loads two A tiles (rows 0-15 and 16-31, 32 bf16 values a row) and two B tiles (columns 0-15
+//! and 16-31, 16 k pairs a row: the pair-interleaved layout bf16 B panels already have, read
+//! with a 128-byte row stride), then issues four tile products of 16 x 16 x 32 multiply-adds:
+//! 32 768 multiply-adds per step against 28 x 32 for a step of the AVX-512 kernel.
+//!
+//! A tile row must be 32 consecutive k of one row of A, so A is either read in place
+//! (row-major bf16) or packed with 32 k values per line ([`Kernel::KPA`] = 32). Depths must be
+//! multiples of 32; products of other depths run on the AVX-512 kernels (see `KernelId`).
+//!
+//! Each thread loads the tile configuration once (`ldtilecfg`, kept in the thread's state);
+//! the process asked Linux for the tile registers when the CPU was detected.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+
+use super::avx512::store;
+use super::kernel::{Kernel, Tile};
+
+const MR: usize = 32;
+const NR: usize = 32;
+
+/// bf16 pairs on AMX tiles, f32 accumulation.
+pub(crate) struct AmxBf16x32x32;
+
+impl Kernel for AmxBf16x32x32 {
+    type Elem = u16;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KP: usize = 2;
+    const KPA: usize = 32;
+    const DIRECT_A: bool = true;
+    // A block 256 x 512 and B block 512 x 512 bf16 (256 and 512 KiB) sit in a 2 MiB L2.
+    const KC: usize = 512;
+    const MC: usize = MR * 8;
+    const NC: usize = NR * 16;
+
+    unsafe fn run(groups: usize, a: *const u16, a_rs: usize, b: *const u16, tile: &Tile) {
+        tile_kernel(groups, a, a_rs, b, tile)
+    }
+}
+
+/// The tile shapes: palette 1, all eight tiles 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+static CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64; // bytes per row (u16, little end)
+        c[48 + t] = 16; // rows
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+thread_local! {
+    static CONFIGURED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// # Safety
+/// The CPU has AMX and the process holds the tile permission (`Isa::Amx` was detected).
+unsafe fn configure_thread() {
+    if !CONFIGURED.get() {
+        asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+        CONFIGURED.set(true);
+    }
+}
+
+/// `a_rs == 0`: packed A (per 32-k step, 32 lines of 32 values); else row r at `a + r * a_rs`.
+/// `groups` counts k pairs (a multiple of 16).
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, tile: &Tile) {
+    debug_assert!(groups.is_multiple_of(16));
+    configure_thread();
+    let (a_hi, a_row_bytes, a_step) = if a_rs == 0 {
+        (a.add(16 * 32), 64usize, MR * 32)
+    } else {
+        (a.add(16 * a_rs), 2 * a_rs, 32)
+    };
+    let b_row_bytes = 2 * 2 * NR;
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+    for s in 0..groups / 16 {
+        let b_lo = b.add(s * 16 * 2 * NR);
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) a.add(s * a_step),
+            a1 = in(reg) a_hi.add(s * a_step),
+            b0 = in(reg) b_lo,
+            b1 = in(reg) b_lo.add(32),
+            sa = in(reg) a_row_bytes,
+            sb = in(reg) b_row_bytes,
+            options(nostack, readonly)
+        );
+    }
+    let mut c = [[_mm512_setzero_ps(); 2]; MR];
+    let p = c.as_mut_ptr().cast::<f32>();
+    asm!(
+        "tilestored [{c0} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        c0 = in(reg) p,
+        c1 = in(reg) p.add(16),
+        c2 = in(reg) p.add(16 * NR),
+        c3 = in(reg) p.add(16 * NR + 16),
+        s = in(reg) 4 * NR,
+        options(nostack)
+    );
+    store(&c, tile)
+}
