@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod commands;
+mod output_path;
 mod peak_memory;
 mod png_output;
 mod temp_path;
@@ -41,6 +42,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        // With `-o -` the PNG is standard output, so the report goes to standard error.
+        Command::Generate(args) if args.writes_to_stdout() => {
+            commands::generate::run(&args, &mut std::io::stderr().lock())
+        }
         Command::Generate(args) => commands::generate::run(&args, &mut std::io::stdout().lock()),
         Command::Tokenize(args) => commands::tokenize::run(&args, &mut std::io::stdout().lock()),
         Command::Inspect(args) => commands::inspect::run(&args, &mut std::io::stdout().lock()),
@@ -52,7 +57,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` prints the whole chain on one line: which argument, then why.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<commands::generate::Interrupted>() {
+                // The shell convention for a command stopped by SIGINT: 128 + 2.
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -2,12 +2,13 @@
 //! renamed into place.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sd_pipeline::image_crate::RgbImage;
 
+use crate::output_path;
 use crate::temp_path::TempSibling;
 
 /// The output names of a batch: `OUT.png` for one image, `OUT-0.png`, `OUT-1.png`, ... for more.
@@ -25,11 +26,26 @@ pub fn batch_paths(out: &Path, count: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Encodes `image` as an 8-bit RGB PNG with a `parameters` text chunk: tEXt when the text is
-/// Latin-1 (what A1111 writes for plain prompts), iTXt (UTF-8) otherwise.
+/// Writes one PNG (see [`encode`]) to standard output, whole: it is encoded in memory first.
+pub fn write_stdout(image: &RgbImage, parameters: &str) -> Result<()> {
+    let mut bytes = Vec::new();
+    encode(&mut bytes, image, parameters)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&bytes)
+        .and_then(|()| stdout.flush())
+        .context("-o -: cannot write the image to standard output")
+}
+
 fn write_png(path: &Path, image: &RgbImage, parameters: &str) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
+    encode(BufWriter::new(file), image, parameters)
+}
+
+/// Encodes `image` as an 8-bit RGB PNG with a `parameters` text chunk: tEXt when the text is
+/// Latin-1 (what A1111 writes for plain prompts), iTXt (UTF-8) otherwise.
+fn encode(sink: impl Write, image: &RgbImage, parameters: &str) -> Result<()> {
+    let mut encoder = png::Encoder::new(sink, image.width(), image.height());
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let keyword = "parameters".to_string();
@@ -45,8 +61,12 @@ fn write_png(path: &Path, image: &RgbImage, parameters: &str) -> Result<()> {
 }
 
 /// Writes every `(path, image, parameters)` to a temporary sibling first, and renames them into
-/// place only when all are written: an error leaves no output, complete or partial.
-pub fn write_all(outputs: &[(PathBuf, &RgbImage, String)]) -> Result<()> {
+/// place only when all are written: an error leaves no output, complete or partial. Each
+/// target is checked again just before (see [`output_path`]): replaced only when `force`.
+pub fn write_all(outputs: &[(PathBuf, &RgbImage, String)], force: bool) -> Result<()> {
+    for (path, _, _) in outputs {
+        output_path::check_replaceable("-o", path, force)?;
+    }
     let mut written = Vec::with_capacity(outputs.len());
     for (path, image, parameters) in outputs {
         let tmp = TempSibling::new(path, "png");

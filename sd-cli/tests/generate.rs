@@ -36,9 +36,18 @@ fn base<'a>(model: &'a str, scheduler: &'a str, out: &'a str) -> Vec<&'a str> {
         "--scheduler",
         scheduler,
         "-q",
+        // Tests write the same output more than once; the overwrite rule has its own test.
+        "--force",
         "-o",
         out,
     ]
+}
+
+/// `base` without `--force`.
+fn base_unforced<'a>(model: &'a str, scheduler: &'a str, out: &'a str) -> Vec<&'a str> {
+    let mut args = base(model, scheduler, out);
+    args.retain(|a| *a != "--force");
+    args
 }
 
 /// `args` with each `--flag value` of `extra` replacing the same flag's value, or appended.
@@ -251,4 +260,205 @@ fn bad_arguments_are_named_and_leave_no_file() {
     let stderr = run_err(&base(&truncated, "ddim", &out));
     assert!(stderr.contains("truncated.safetensors"), "{stderr}");
     assert_eq!(dir.entries(), ["mask.png", "truncated.safetensors"]);
+}
+
+#[test]
+fn outputs_never_replace_what_the_user_did_not_mean() {
+    let dir = TempDir::new("targets");
+    let model = arg(folder("tiny-sd1"));
+    // An existing file needs --force, and is left as it was without it.
+    let existing = arg_in(&dir, "old.png");
+    std::fs::write(&existing, b"old").unwrap();
+    let stderr = run_err(&base_unforced(&model, "ddim", &existing));
+    assert!(
+        stderr.contains(&format!(
+            "-o {existing}: already exists (--force replaces it)"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"old");
+    // A batch checks every numbered name before any work.
+    let batch = arg_in(&dir, "b.png");
+    std::fs::write(dir.path("b-1.png"), b"old").unwrap();
+    let stderr = run_err(&with(
+        base_unforced(&model, "ddim", &batch),
+        &["--batch-size", "2"],
+    ));
+    assert!(stderr.contains("b-1.png: already exists"), "{stderr}");
+    // Read-only files are never replaced, even with --force (and even for root).
+    let read_only = arg_in(&dir, "ro.png");
+    std::fs::write(&read_only, b"old").unwrap();
+    let mut perm = std::fs::metadata(&read_only).unwrap().permissions();
+    perm.set_readonly(true);
+    std::fs::set_permissions(&read_only, perm).unwrap();
+    let stderr = run_err(&base(&model, "ddim", &read_only));
+    assert!(
+        stderr.contains("is read-only; not replacing it"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&read_only).unwrap(), b"old");
+    // Links, FIFOs and devices stay what they are.
+    let link = arg_in(&dir, "link.png");
+    std::os::unix::fs::symlink(&existing, &link).unwrap();
+    let stderr = run_err(&base(&model, "ddim", &link));
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let fifo = arg_in(&dir, "fifo.png");
+    if std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let stderr = run_err(&base(&model, "ddim", &fifo));
+        assert!(stderr.contains("is a FIFO, not a regular file"), "{stderr}");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+    let stderr = run_err(&base(&model, "ddim", "/dev/null"));
+    assert!(stderr.contains("-o /dev/null: is a device"), "{stderr}");
+}
+
+#[test]
+fn dash_writes_the_png_to_standard_output() {
+    let model = arg(folder("tiny-sd1"));
+    let out = sd(&base(&model, "pndm", "-"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = TempDir::new("stdout");
+    let file = arg_in(&dir, "from-stdout.png");
+    std::fs::write(&file, &out.stdout).unwrap();
+    assert!(max_difference(&file, &arg(folder("txt2img-pndm-0.png"))) <= 2);
+    // The report goes to standard error, so the PNG stays clean.
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("wrote standard output"), "{report}");
+    // One PNG only.
+    let stderr = run_err(&with(base(&model, "pndm", "-"), &["--batch-size", "2"]));
+    assert!(
+        stderr.contains("-o -: standard output takes one PNG"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn overflowing_numbers_are_refused_never_a_black_image() {
+    let dir = TempDir::new("overflow");
+    let out = arg_in(&dir, "out.png");
+    let model = arg(folder("tiny-sd1"));
+    let stderr = run_err(&with(
+        base(&model, "ddim", &out),
+        &["--guidance-scale", "1e39"],
+    ));
+    assert!(
+        stderr.contains("--guidance-scale: 1e39 is not a finite number within f32's range"),
+        "{stderr}"
+    );
+    let mix = format!("{model}:1e39");
+    let stderr = run_err(&with(base(&model, "ddim", &out), &["--mix", &mix]));
+    assert!(stderr.contains("within f32's range"), "{stderr}");
+    // A weight f32 can hold whose products overflow: caught on the latents, no image.
+    let mut huge_weight = base(&model, "ddim", &out);
+    huge_weight[1] = "a photo of a (cat:340282350000000000000000000000000000000)";
+    let stderr = run_err(&huge_weight);
+    assert!(
+        stderr.contains("the final latents hold") && stderr.contains("non-finite values"),
+        "{stderr}"
+    );
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+}
+
+#[test]
+fn sizes_follow_the_help() {
+    let dir = TempDir::new("sizes");
+    let out = arg_in(&dir, "out.png");
+    let model = arg(folder("tiny-sd1"));
+    // --width alone: a square.
+    let mut args = base(&model, "ddim", &out);
+    let at = args.iter().position(|a| *a == "--height").unwrap();
+    args.drain(at..at + 2);
+    args = with(args, &["--width", "32", "--steps", "2"]);
+    run_ok(&args);
+    assert_eq!(read_png(&out).1, (32, 32));
+    // A 1x1 init image is blamed, not --width.
+    let tiny = arg_in(&dir, "tiny.png");
+    write_grey_png(&tiny, 1, 1);
+    let mut args = base(&model, "ddim", &out);
+    args.retain(|a| !["--width", "--height", "64"].contains(a));
+    args.extend(["--init-image", &tiny]);
+    let stderr = run_err(&args);
+    assert!(
+        stderr.contains("--init-image: 1x1 is smaller than 8 pixels"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hostile_images_and_config_paths_are_refused_first() {
+    let dir = TempDir::new("hostile");
+    let out = arg_in(&dir, "out.png");
+    let model = arg(folder("tiny-sd1"));
+    // A PNG header claiming 20000 x 20000: refused before anything is decoded.
+    let bomb = arg_in(&dir, "bomb.png");
+    {
+        // 400 MB of zeros compress to a few hundred KB.
+        use std::io::Write;
+        let file = std::fs::File::create(&bomb).unwrap();
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 20000, 20000);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_compression(png::Compression::Fast);
+        let mut stream = encoder
+            .write_header()
+            .unwrap()
+            .into_stream_writer()
+            .unwrap();
+        let row = vec![0u8; 20000];
+        for _ in 0..20000 {
+            stream.write_all(&row).unwrap();
+        }
+        stream.finish().unwrap();
+    }
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 4 << 20);
+    let stderr = run_err(&with(base(&model, "ddim", &out), &["--init-image", &bomb]));
+    assert!(
+        stderr.contains(&format!(
+            "--init-image {bomb}: the image is 20000x20000; at most 8192"
+        )),
+        "{stderr}"
+    );
+    // --config: a missing path, a file, a folder without configs.
+    let file = arg(fixture("tiny-sd1.safetensors"));
+    let empty = arg_in(&dir, "empty");
+    std::fs::create_dir(&empty).unwrap();
+    let cases = [
+        ("/no/such/configs".to_string(), "no such folder"),
+        (file.clone(), "is a file; give a diffusers folder"),
+        (empty.clone(), "has none of unet/config.json"),
+    ];
+    for (config, expected) in &cases {
+        let stderr = run_err(&with(base(&file, "ddim", &out), &["--config", config]));
+        assert!(
+            stderr.contains(&format!("--config: {config}: {expected}")),
+            "{config}: {stderr}"
+        );
+    }
+    let mut names = dir.entries();
+    names.retain(|n| n != "bomb.png" && n != "empty");
+    assert!(names.is_empty(), "{names:?}");
+}
+
+fn write_grey_png(path: &str, w: u32, h: u32) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(file, w, h);
+    encoder.set_color(png::ColorType::Grayscale);
+    let pixels = vec![128u8; (w * h) as usize];
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
 }

@@ -81,9 +81,37 @@ pub enum Error {
         /// The step (0-based model call) after which the run stopped.
         step: usize,
     },
+
+    /// Values overflowed to NaN or infinity; no image is made from them (it would be black).
+    #[error(
+        "the {stage} hold {count} non-finite values (NaN or infinity) of {total}: numbers too \
+         large for the network's precision, most often a huge guidance scale, prompt weight or \
+         mixing scale; nothing was made"
+    )]
+    NonFinite {
+        /// Where they were found: "final latents" or "decoded images".
+        stage: &'static str,
+        /// How many values are not finite.
+        count: usize,
+        /// How many values there are.
+        total: usize,
+    },
 }
 
 impl Error {
+    /// [`Error::NonFinite`] when any of `values` (from `stage`) is NaN or infinite.
+    pub(crate) fn check_finite(stage: &'static str, values: &[f32]) -> Result<()> {
+        let count = values.iter().filter(|v| !v.is_finite()).count();
+        if count == 0 {
+            return Ok(());
+        }
+        Err(Error::NonFinite {
+            stage,
+            count,
+            total: values.len(),
+        })
+    }
+
     /// An [`Error::InvalidRequest`] for `field`.
     pub(crate) fn request(field: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidRequest {
@@ -127,6 +155,18 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_values_are_counted_and_named() {
+        assert!(Error::check_finite("final latents", &[0.0, -1.5, 3e38]).is_ok());
+        let e = Error::check_finite("decoded images", &[1.0, f32::NAN, f32::INFINITY, 2.0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the decoded images hold 2 non-finite values (NaN or infinity) of 4"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn wrapped_messages_are_not_also_sources() {

@@ -101,6 +101,7 @@ pub fn tensor_to_images(images: &Tensor) -> Result<Vec<RgbImage>> {
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
+    Error::check_finite("decoded images", &data)?;
     let plane = h * w;
     let out = (0..b)
         .map(|n| {

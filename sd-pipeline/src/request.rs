@@ -80,9 +80,10 @@ pub struct GenerateRequest {
     pub guidance_scale: f64,
     /// The guidance rule.
     pub guidance: GuidanceRule,
-    /// Width in pixels, a multiple of 8 (None: the init image's, else the model's sample size).
+    /// Width in pixels, a multiple of 8 (None: as `height`; neither: the init image's, else
+    /// the model's sample size).
     pub width: Option<usize>,
-    /// Height in pixels, a multiple of 8 (None: as `width`).
+    /// Height in pixels, a multiple of 8 (None: as `width`; neither: as for `width`).
     pub height: Option<usize>,
     /// Images per prompt, drawn from one generator as diffusers' `num_images_per_prompt`.
     pub batch_size: usize,
@@ -118,6 +119,17 @@ impl Default for GenerateRequest {
     }
 }
 
+/// A number as error messages show it: plain when short, in scientific notation beyond
+/// 1e15 or below 1e-6 (echoing 40 digits back helps no one).
+pub fn display_number(x: f64) -> String {
+    let a = x.abs();
+    if a != 0.0 && a.is_finite() && !(1e-6..1e15).contains(&a) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
 impl GenerateRequest {
     /// A text-to-image request for `prompt` with the defaults.
     pub fn new(prompt: impl Into<String>) -> Self {
@@ -127,23 +139,35 @@ impl GenerateRequest {
         }
     }
 
-    /// The size to generate at: explicit width / height, else the init image's rounded down to
-    /// a multiple of 8 (diffusers' img2img), else `default_side` square. Checked: multiples of
-    /// 8, at least 8, at most [`MAX_SIDE`].
+    /// The size to generate at: width and height as given, one side alone for both (a
+    /// square); neither: the init image's (image-to-image and inpainting) rounded down to a
+    /// multiple of 8, else `default_side` square. Checked: multiples of 8, at least 8, at most
+    /// [`MAX_SIDE`]. (diffusers' inpainting pipeline defaults to the model's size instead; an
+    /// init image smaller or larger than that is what a user means to keep.)
     pub fn size(&self, default_side: usize) -> Result<(usize, usize)> {
-        let from_image = self
-            .init
-            .as_ref()
-            .filter(|init| init.mask.is_none())
-            .map(|init| {
-                (
-                    init.image.width() as usize / 8 * 8,
-                    init.image.height() as usize / 8 * 8,
-                )
-            });
-        let (dw, dh) = from_image.unwrap_or((default_side, default_side));
-        let width = self.width.unwrap_or(dw);
-        let height = self.height.unwrap_or(dh);
+        let from_image = self.init.as_ref().map(|init| {
+            (
+                init.image.width() as usize / 8 * 8,
+                init.image.height() as usize / 8 * 8,
+            )
+        });
+        let (width, height) = match (self.width, self.height) {
+            (Some(w), Some(h)) => (w, h),
+            (Some(side), None) | (None, Some(side)) => (side, side),
+            (None, None) => from_image.unwrap_or((default_side, default_side)),
+        };
+        if let (None, None, Some(init)) = (self.width, self.height, &self.init) {
+            if width == 0 || height == 0 {
+                return Err(Error::request(
+                    "init-image",
+                    format!(
+                        "{}x{} is smaller than 8 pixels on a side; give --width and --height",
+                        init.image.width(),
+                        init.image.height()
+                    ),
+                ));
+            }
+        }
         for (field, side) in [("width", width), ("height", height)] {
             if side == 0 || side % 8 != 0 {
                 return Err(Error::request(
@@ -169,10 +193,13 @@ impl GenerateRequest {
                 format!("{} is not in 1..={MAX_STEPS}", self.steps),
             ));
         }
-        if !self.guidance_scale.is_finite() {
+        if !self.guidance_scale.is_finite() || self.guidance_scale.abs() > f64::from(f32::MAX) {
             return Err(Error::request(
                 "guidance-scale",
-                format!("{} is not a finite number", self.guidance_scale),
+                format!(
+                    "{} is not a finite number within f32's range",
+                    display_number(self.guidance_scale)
+                ),
             ));
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
@@ -257,14 +284,34 @@ mod tests {
     #[test]
     fn sizes_default_to_the_model_or_the_init_image() {
         assert_eq!(GenerateRequest::new("x").size(512).unwrap(), (512, 512));
-        // img2img: the image's size rounded down to 8; inpainting: the model's, as diffusers.
+        // img2img and inpainting: the image's size rounded down to 8.
         assert_eq!(with_init(70, 45, false, 0.5).size(512).unwrap(), (64, 40));
-        assert_eq!(with_init(70, 45, true, 0.5).size(64).unwrap(), (64, 64));
+        assert_eq!(with_init(70, 45, true, 0.5).size(64).unwrap(), (64, 40));
+        // One side alone gives a square (as the help says), also over an init image.
         let r = GenerateRequest {
             width: Some(96),
             ..GenerateRequest::new("x")
         };
-        assert_eq!(r.size(64).unwrap(), (96, 64));
+        assert_eq!(r.size(64).unwrap(), (96, 96));
+        let r = GenerateRequest {
+            height: Some(40),
+            ..with_init(70, 45, false, 0.5)
+        };
+        assert_eq!(r.size(64).unwrap(), (40, 40));
+        // A 1x1 init image is blamed, not --width.
+        let e = with_init(1, 1, false, 0.5)
+            .size(64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("init-image: 1x1 is smaller than 8"), "{e}");
+    }
+
+    #[test]
+    fn long_numbers_are_shown_short() {
+        assert_eq!(display_number(7.5), "7.5");
+        assert_eq!(display_number(1e39), "1e39");
+        assert_eq!(display_number(-2.5e-9), "-2.5e-9");
+        assert_eq!(display_number(f64::INFINITY), "inf");
     }
 
     #[test]

@@ -713,6 +713,13 @@ impl StableDiffusion {
         };
         timings.denoising = clock.elapsed();
         timings.model_calls = calls;
+        Error::check_finite(
+            "final latents",
+            &latents
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        )?;
 
         let clock = Instant::now();
         let images = {

@@ -22,6 +22,7 @@ use sd_pipeline::{
     StableDiffusion, StepProgress,
 };
 
+use crate::output_path;
 use crate::peak_memory::peak_memory_bytes;
 use crate::png_output;
 
@@ -65,9 +66,13 @@ pub struct Args {
     /// (`owner/name`, fetched into the Hugging Face cache).
     #[arg(long, value_name = "PATH|REPO_ID")]
     pub model: String,
-    /// Output PNG; a batch writes OUT-0.png, OUT-1.png, ...
+    /// Output PNG; a batch writes OUT-0.png, OUT-1.png, ...; `-` writes one PNG to standard
+    /// output. An existing file is replaced only with --force; links, FIFOs and devices never.
     #[arg(short, long, value_name = "OUT.png", default_value = "output.png")]
     pub output: PathBuf,
+    /// Replace output files that already exist (never read-only ones).
+    #[arg(long)]
+    pub force: bool,
     /// What the image should not show (used when guidance runs the unconditional pass).
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub negative_prompt: String,
@@ -88,10 +93,11 @@ pub struct Args {
     /// Seed of the torch-compatible generator (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Width in pixels, a multiple of 8 (default: the init image's, else the model's size).
+    /// Width in pixels, a multiple of 8 (default: as --height; neither given: the init
+    /// image's size, else the model's).
     #[arg(long)]
     pub width: Option<usize>,
-    /// Height in pixels, a multiple of 8 (default: as width).
+    /// Height in pixels, a multiple of 8 (default: as --width; neither given: as above).
     #[arg(long)]
     pub height: Option<usize>,
     /// Images to generate, from one generator (diffusers' num_images_per_prompt).
@@ -165,18 +171,24 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     });
     bar.finish_and_clear();
     let generated = generated.map_err(|e| match e {
-        Error::Cancelled { step } => anyhow!("interrupted at step {step}; nothing was written"),
+        Error::Cancelled { step } => anyhow::Error::new(Interrupted { step }),
         other => request_error(other),
     })?;
 
-    let paths = png_output::batch_paths(&args.output, generated.images.len());
-    let outputs: Vec<_> = paths
-        .iter()
-        .zip(&generated.images)
-        .zip(&generated.infotexts)
-        .map(|((p, image), info)| (p.clone(), image, info.to_string()))
-        .collect();
-    png_output::write_all(&outputs)?;
+    let paths = if args.writes_to_stdout() {
+        png_output::write_stdout(&generated.images[0], &generated.infotexts[0].to_string())?;
+        vec![PathBuf::from("standard output")]
+    } else {
+        let paths = png_output::batch_paths(&args.output, generated.images.len());
+        let outputs: Vec<_> = paths
+            .iter()
+            .zip(&generated.images)
+            .zip(&generated.infotexts)
+            .map(|((p, image), info)| (p.clone(), image, info.to_string()))
+            .collect();
+        png_output::write_all(&outputs, args.force)?;
+        paths
+    };
 
     let t = &generated.timings;
     let per_call = t.denoising.as_secs_f64() / t.model_calls.max(1) as f64;
@@ -206,8 +218,38 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+impl Args {
+    /// Whether `-o -` asks for the PNG on standard output.
+    pub fn writes_to_stdout(&self) -> bool {
+        self.output.as_os_str() == "-"
+    }
+}
+
+/// Generation stopped by Ctrl-C (the command exits with 130).
+#[derive(Debug)]
+pub struct Interrupted {
+    step: usize,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted at step {}; nothing was written", self.step)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Checks before any work that the output can be written where asked.
 fn check_output(args: &Args) -> Result<()> {
+    if args.writes_to_stdout() {
+        if args.batch_size != 1 {
+            bail!(
+                "-o -: standard output takes one PNG; --batch-size {} makes more",
+                args.batch_size
+            );
+        }
+        return Ok(());
+    }
     let dir = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -224,6 +266,9 @@ fn check_output(args: &Args) -> Result<()> {
             "-o {}: is a folder; give a file name like out.png",
             args.output.display()
         );
+    }
+    for path in png_output::batch_paths(&args.output, args.batch_size) {
+        output_path::check_replaceable("-o", &path, args.force)?;
     }
     Ok(())
 }
@@ -276,9 +321,34 @@ fn request(args: &Args) -> Result<GenerateRequest> {
     })
 }
 
+/// The largest init image or mask side read: twice the largest output side, so any output
+/// size can come from a downscale, while a hostile header (a few hundred bytes claiming
+/// 20000 x 20000) is refused before anything is decoded.
+const MAX_INPUT_SIDE: u32 = 2 * sd_pipeline::request::MAX_SIDE as u32;
+
 fn read_image(path: &Path, arg: &str) -> Result<DynamicImage> {
-    image_crate::open(path)
-        .with_context(|| format!("{arg} {}: cannot read the image", path.display()))
+    let shown = path.display();
+    // The image crate's errors repeat their cause in their source; show the message once.
+    let unreadable =
+        |e: &dyn std::fmt::Display| anyhow!("{arg} {shown}: cannot read the image: {e}");
+    let open = || -> Result<image_crate::ImageReader<std::io::BufReader<std::fs::File>>> {
+        image_crate::ImageReader::open(path)
+            .with_context(|| format!("{arg} {shown}: cannot open the image"))?
+            .with_guessed_format()
+            .map_err(|e| unreadable(&e))
+    };
+    let (w, h) = open()?.into_dimensions().map_err(|e| unreadable(&e))?;
+    if w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE {
+        bail!(
+            "{arg} {shown}: the image is {w}x{h}; at most {MAX_INPUT_SIDE} pixels a side are read"
+        );
+    }
+    let mut limits = image_crate::Limits::default();
+    limits.max_image_width = Some(MAX_INPUT_SIDE);
+    limits.max_image_height = Some(MAX_INPUT_SIDE);
+    let mut reader = open()?;
+    reader.limits(limits);
+    reader.decode().map_err(|e| unreadable(&e))
 }
 
 /// A grey mask as it is; a colour one converted as PIL's `convert("L")` does.
@@ -313,8 +383,8 @@ fn load(args: &Args) -> Result<StableDiffusion> {
         ..LoadOptions::default()
     };
     if let Some(dir) = &args.config {
-        options.config_override = ConfigOverride::from_diffusers_folder(dir)
-            .with_context(|| format!("--config {}", dir.display()))?;
+        // The error names the folder already.
+        options.config_override = ConfigOverride::from_diffusers_folder(dir).context("--config")?;
     }
     let mut builder = StableDiffusion::builder(source)
         .dtype(args.dtype.dtype())
@@ -338,8 +408,8 @@ fn load(args: &Args) -> Result<StableDiffusion> {
         let scale: f64 = scale
             .parse()
             .ok()
-            .filter(|s: &f64| s.is_finite())
-            .ok_or_else(|| anyhow!("--mix {mix}: {scale:?} is not a number"))?;
+            .filter(|s: &f64| s.is_finite() && s.abs() <= f64::from(f32::MAX))
+            .ok_or_else(|| anyhow!("--mix {mix}: {scale:?} is not a number within f32's range"))?;
         builder = builder.mix(ModelSource::parse(model), scale);
     }
     builder

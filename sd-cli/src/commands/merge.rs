@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use sd_pipeline::checkpoint::{merge, Component, Components, LoadOptions, ModelWeights};
+use sd_pipeline::request::display_number;
 
+use crate::output_path;
 use crate::temp_path::TempSibling;
 
 /// Arguments of `sd merge`.
@@ -41,8 +43,11 @@ pub struct Args {
 
 /// Runs `sd merge`, reporting to `out`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
-    if !args.scale.is_finite() {
-        bail!("--scale {}: must be a finite number", args.scale);
+    if !args.scale.is_finite() || args.scale.abs() > f64::from(f32::MAX) {
+        bail!(
+            "--scale {}: must be a finite number within f32's range",
+            display_number(args.scale)
+        );
     }
     // Checked before the slow part, so a wrong -o fails at once.
     let target = Target::check(&args.output, args.force)?;
@@ -139,17 +144,15 @@ impl Target {
         if single_file && path.is_dir() {
             bail!("-o {shown}: is a folder; a .safetensors path is written as one file");
         }
-        if !force {
-            if path.is_dir() {
-                let empty = std::fs::read_dir(path)
-                    .with_context(|| format!("-o {shown}: cannot read the folder"))?
-                    .next()
-                    .is_none();
-                if !empty {
-                    bail!("-o {shown}: folder exists and is not empty (--force replaces it)");
-                }
-            } else if path.exists() {
-                bail!("-o {shown}: already exists (--force replaces it)");
+        // Links, FIFOs, devices, read-only files and (without --force) existing files.
+        output_path::check_replaceable("-o", path, force)?;
+        if !force && path.is_dir() {
+            let empty = std::fs::read_dir(path)
+                .with_context(|| format!("-o {shown}: cannot read the folder"))?
+                .next()
+                .is_none();
+            if !empty {
+                bail!("-o {shown}: folder exists and is not empty (--force replaces it)");
             }
         }
         Ok(Target {

@@ -124,8 +124,18 @@ pub fn blend(
             Some(tc) => f(tc)?,
             None => a32.clone(),
         };
-        let mixed = (&a32 + (f(&tb)? - base)?.affine(scale, 0.0)?)?;
-        out.insert(name.clone(), mixed.to_dtype(ta.dtype())?);
+        let mixed = (&a32 + (f(&tb)? - base)?.affine(scale, 0.0)?)?.to_dtype(ta.dtype())?;
+        let values = f(&mixed)?.flatten_all()?.to_vec1::<f32>()?;
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::Merge(format!(
+                "{component} tensor {name}: {bad} of {} merged values are not finite in {:?} \
+                 (NaN or infinity; is the scale {scale} too large?)",
+                values.len(),
+                ta.dtype()
+            )));
+        }
+        out.insert(name.clone(), mixed);
     }
     Ok(out)
 }

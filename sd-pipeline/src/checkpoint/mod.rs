@@ -176,8 +176,34 @@ impl ConfigOverride {
     /// Reads whichever of `unet/config.json`, `vae/config.json`, `text_encoder/config.json` and
     /// `scheduler/scheduler_config.json` exist under `dir` (a diffusers folder, or a folder of
     /// configs only).
+    ///
+    /// # Errors
+    /// When `dir` is not a folder, or holds none of the four configs (so a wrong path is
+    /// never silently ignored).
     pub fn from_diffusers_folder(dir: impl AsRef<Path>) -> Result<Self> {
-        folder::read_configs(dir.as_ref())
+        let dir = dir.as_ref();
+        if !dir.exists() {
+            return Err(checkpoint_error(dir, "no such folder"));
+        }
+        if !dir.is_dir() {
+            return Err(checkpoint_error(
+                dir,
+                "is a file; give a diffusers folder (with unet/config.json, ...)",
+            ));
+        }
+        let configs = folder::read_configs(dir)?;
+        if configs.unet.is_none()
+            && configs.vae.is_none()
+            && configs.text_encoder.is_none()
+            && configs.scheduler.is_none()
+        {
+            return Err(checkpoint_error(
+                dir,
+                "has none of unet/config.json, vae/config.json, text_encoder/config.json, \
+                 scheduler/scheduler_config.json",
+            ));
+        }
+        Ok(configs)
     }
 }
 
