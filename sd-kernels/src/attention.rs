@@ -15,7 +15,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::gemm::{self, matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
 use crate::math;
 use crate::simd::multiversion;
 use crate::tensor::{from_vec, output, with_f32};
@@ -57,6 +57,19 @@ multiversion! {
     }
 }
 
+/// Rows of `heads` heads of `d` values, each head zero-padded to `dp` (borrowed when equal).
+fn pad_heads(x: &[f32], heads: usize, d: usize, dp: usize) -> std::borrow::Cow<'_, [f32]> {
+    if dp == d {
+        return std::borrow::Cow::Borrowed(x);
+    }
+    let rows = x.len() / (heads * d);
+    let mut padded = vec![0f32; rows * heads * dp];
+    for (src, dst) in x.chunks_exact(d).zip(padded.chunks_exact_mut(dp)) {
+        dst[..d].copy_from_slice(src);
+    }
+    std::borrow::Cow::Owned(padded)
+}
+
 /// softmax(Q K^T * scale) (w ⊙ V) per head for `q` `[B, Lq, heads*d]`, `k`, `v`
 /// `[B, Lk, heads*d]` (f32, CPU), optional `value_weights` `[B, Lk]`. Returns `[B, Lq, heads*d]`.
 pub fn attention(
@@ -94,8 +107,18 @@ pub fn attention(
         }
     }
     let d = hd / heads;
+    // AMX tiles take depths in multiples of 32: heads of 40 or 80 are zero-padded (adding
+    // nothing to the scores) so Q K^T runs on them too.
+    let dp = d.next_multiple_of(32);
+    let dp = if dp != d && gemm::runs_on_tiles(precision, dp) {
+        dp
+    } else {
+        d
+    };
+    let hdp = heads * dp;
     let mut out = output(b * lq * hd);
     with_f32("attention", k, |ks| {
+        let ks = pad_heads(ks, heads, d, dp);
         with_f32("attention", v, |vs| -> Result<()> {
             // K (keys x d) and V^T (d x keys) of every (sample, head), packed once.
             let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..b * heads)
@@ -104,10 +127,10 @@ pub fn attention(
                     let (bi, h) = (i / heads, i % heads);
                     let off = bi * lk * hd + h * d;
                     let kv = Strided {
-                        data: &ks[off..],
+                        data: &ks[bi * lk * hdp + h * dp..],
                         lines: lk,
-                        depth: d,
-                        line_stride: hd,
+                        depth: dp,
+                        line_stride: hdp,
                         depth_stride: 1,
                     };
                     let vt = Strided {
@@ -127,6 +150,7 @@ pub fn attention(
                 .map(|w| with_f32("attention", w, |ws| ws.to_vec()))
                 .transpose()?;
             with_f32("attention", q, |qs| {
+                let qs = pad_heads(qs, heads, d, dp);
                 let tiles: Vec<(usize, usize, &mut [f32])> = out
                     .chunks_mut(lq * hd)
                     .enumerate()
@@ -145,10 +169,10 @@ pub fn attention(
                     for h in 0..heads {
                         let (kp, vtp) = &packed[bi * heads + h];
                         let qt = Strided {
-                            data: &qs[(bi * lq + q0) * hd + h * d..],
+                            data: &qs[(bi * lq + q0) * hdp + h * dp..],
                             lines: rows,
-                            depth: d,
-                            line_stride: hd,
+                            depth: dp,
+                            line_stride: hdp,
                             depth_stride: 1,
                         };
                         matmul(

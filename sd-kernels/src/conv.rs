@@ -231,7 +231,7 @@ impl Conv2d {
             && self.kw == 3
             && g.stride == 1
             && g.padding == 1
-            && winograd::worthwhile(batch, h, w, self.cin, self.cout)
+            && winograd::worthwhile(batch, h, w, self.cin, self.cout, self.weight.precision())
     }
 
     #[allow(clippy::too_many_arguments)]

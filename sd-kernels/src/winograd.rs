@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Strided};
+use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
 use crate::tensor::output;
 
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
@@ -31,12 +31,31 @@ const CHUNK_FLOATS: usize = 8 << 20;
 /// the transforms' fixed costs would outweigh the saved multiplies (see the conv benches).
 pub(crate) const MIN_PIXELS: usize = 4096;
 
+/// The same on AMX tiles, whose products are so fast that the transforms (f32, memory-bound)
+/// pay only on large images. Measured (bf16, 2 threads): 320 ch 64² x 2 direct 59 ms against
+/// 68 ms; 512 ch 128² x 1 (the VAE) direct 302 ms against 183 ms.
+pub(crate) const MIN_PIXELS_ON_TILES: usize = 16384;
+
 /// Channel counts below this stay direct (e.g. a UNet's 4-channel conv_in and conv_out).
 pub(crate) const MIN_CHANNELS: usize = 16;
 
-/// Whether F(2x2, 3x3) is the faster way for a 3x3 "same" convolution of this size.
-pub(crate) fn worthwhile(batch: usize, h: usize, w: usize, cin: usize, cout: usize) -> bool {
-    cin >= MIN_CHANNELS && cout >= MIN_CHANNELS && batch * h * w >= MIN_PIXELS
+/// Whether F(2x2, 3x3) is the faster way for a 3x3 "same" convolution of this size with
+/// weights in `precision`.
+pub(crate) fn worthwhile(
+    batch: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    precision: Precision,
+) -> bool {
+    // The transformed products have depth cin.
+    let min_pixels = if gemm::runs_on_tiles(precision, cin) {
+        MIN_PIXELS_ON_TILES
+    } else {
+        MIN_PIXELS
+    };
+    cin >= MIN_CHANNELS && cout >= MIN_CHANNELS && batch * h * w >= min_pixels
 }
 
 /// The tiling of a batch of `h x w` images into 2x2 output tiles.

@@ -120,6 +120,19 @@ impl KernelId {
     }
 }
 
+/// Whether a product of `depth` in `precision` runs on AMX tiles on this thread's tier.
+pub(crate) fn runs_on_tiles(precision: Precision, depth: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        KernelId::select(precision, depth) == KernelId::Amx
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (precision, depth);
+        false
+    }
+}
+
 /// Which operand of `A B` a packed matrix is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
