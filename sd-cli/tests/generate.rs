@@ -189,6 +189,8 @@ fn single_files_and_mixing_load_from_the_command_line() {
 
 #[test]
 fn bad_arguments_are_named_and_leave_no_file() {
+    let huge = format!("1{}", "0".repeat(30));
+    let nested_huge_weights = format!("((blurry:{huge}):{huge})");
     let dir = TempDir::new("errors");
     let out = arg_in(&dir, "out.png");
     let model = arg(folder("tiny-sd1"));
@@ -222,6 +224,17 @@ fn bad_arguments_are_named_and_leave_no_file() {
             "--mix model-without-scale: expected MODEL:SCALE",
         ),
         (vec!["--clip-skip", "0"], "--clip-skip"),
+        // The model at fault is the one mixed in, not --model.
+        (
+            vec!["--mix", "/no/such/other:0.5"],
+            "--mix /no/such/other:0.5: /no/such/other",
+        ),
+        // Emphasis errors name the prompt they come from.
+        (
+            // (The weight syntax takes plain decimals, as A1111's: 1e30 would be text.)
+            vec!["--negative-prompt", &nested_huge_weights],
+            "--negative-prompt: the weight of",
+        ),
     ];
     for (extra, expected) in cases {
         let stderr = run_err(&with(base(&model, "ddim", &out), &extra));
@@ -235,17 +248,7 @@ fn bad_arguments_are_named_and_leave_no_file() {
     );
     // A mask of another size than the init image.
     let small_mask = arg_in(&dir, "mask.png");
-    let pixels = vec![255u8; 32 * 32];
-    {
-        let file = std::fs::File::create(&small_mask).unwrap();
-        let mut encoder = png::Encoder::new(file, 32, 32);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder
-            .write_header()
-            .unwrap()
-            .write_image_data(&pixels)
-            .unwrap();
-    }
+    write_grey_png(&small_mask, 32, 32);
     let mut args = base(&model, "ddim", &out);
     args.extend(["--init-image", &init, "--mask", &small_mask]);
     let stderr = run_err(&args);
@@ -446,6 +449,12 @@ fn hostile_images_and_config_paths_are_refused_first() {
             "{config}: {stderr}"
         );
     }
+    // A device as the model is not "missing".
+    let stderr = run_err(&base("/dev/null", "ddim", &out));
+    assert!(
+        stderr.contains("/dev/null: is neither a regular file nor a folder"),
+        "{stderr}"
+    );
     let mut names = dir.entries();
     names.retain(|n| n != "bomb.png" && n != "empty");
     assert!(names.is_empty(), "{names:?}");

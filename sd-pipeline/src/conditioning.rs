@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use sd_tokenize::{ClipTokenizer, Window};
 
 use crate::components::TextEncoder;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::prompt::{pad_to_same_windows, prompt_windows};
 use crate::request::Emphasis;
 
@@ -36,7 +36,11 @@ pub fn encode_prompts(
 ) -> Result<Conditioning> {
     let mut cond = prompt_windows(tokenizer, prompt)?;
     let mut uncond = match negative_prompt {
-        Some(negative) => prompt_windows(tokenizer, negative)?,
+        // Its errors name the negative prompt (`--negative-prompt`), not the prompt.
+        Some(negative) => prompt_windows(tokenizer, negative).map_err(|e| match e {
+            Error::Prompt(e) => Error::request("negative-prompt", e.to_string()),
+            other => other,
+        })?,
         None => Vec::new(),
     };
     if negative_prompt.is_some() {

@@ -44,6 +44,17 @@ pub enum Error {
     #[error("model mixing: {0}")]
     Merge(String),
 
+    /// A model given to mix in (see `StableDiffusionBuilder::mix`) could not be read or mixed.
+    #[error("mixing in {model}: {error}")]
+    Mix {
+        /// Which mix, counting from 0 in the order they were added.
+        index: usize,
+        /// The model's name or path.
+        model: String,
+        /// What went wrong with it.
+        error: Box<Error>,
+    },
+
     /// A generation request is out of range (the field named is at fault).
     #[error("{field}: {message}")]
     InvalidRequest {
@@ -117,6 +128,15 @@ impl Error {
         Error::InvalidRequest {
             field,
             message: message.into(),
+        }
+    }
+
+    /// An [`Error::Mix`] for the mix at `index` (`model`) that failed with `error`.
+    pub(crate) fn mix(index: usize, model: String, error: Error) -> Self {
+        Error::Mix {
+            index,
+            model,
+            error: Box::new(error),
         }
     }
 

@@ -88,10 +88,7 @@ impl WeightStore {
                     ..options.clone()
                 };
                 let mut weights = ModelWeights::open(path, &options)?;
-                for (other, scale) in mixes {
-                    let b = ModelWeights::open(other, &options)?;
-                    weights = merge::weighted_sum(&weights, &b, *scale, Components::All)?;
-                }
+                mix_into(&mut weights, mixes, &options)?;
                 Ok(Cow::Owned(weights))
             }
         }
@@ -339,7 +336,13 @@ impl StableDiffusionBuilder {
         let mixes = self
             .mixes
             .iter()
-            .map(|(other, scale)| Ok((other.resolve(self.download_progress)?, *scale)))
+            .enumerate()
+            .map(|(index, (other, scale))| {
+                let path = other
+                    .resolve(self.download_progress)
+                    .map_err(|e| Error::mix(index, other.to_string(), e))?;
+                Ok((path, *scale))
+            })
             .collect::<Result<Vec<_>>>()?;
         let source = match self.origin {
             Origin::Source(source) if self.low_memory => source,
@@ -453,9 +456,10 @@ fn mix_into(
     mixes: &[(PathBuf, f64)],
     options: &LoadOptions,
 ) -> Result<()> {
-    for (other, scale) in mixes {
-        let b = ModelWeights::open(other, options)?;
-        *weights = merge::weighted_sum(weights, &b, *scale, Components::All)?;
+    for (index, (other, scale)) in mixes.iter().enumerate() {
+        let blame = |e| Error::mix(index, other.display().to_string(), e);
+        let b = ModelWeights::open(other, options).map_err(blame)?;
+        *weights = merge::weighted_sum(weights, &b, *scale, Components::All).map_err(blame)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ pub enum Error {
         message: String,
     },
     /// Nested weights multiplied to something an `f32` cannot hold (or to NaN).
-    #[error("the weight of {text:?} multiplies out to {weight}, which is not a finite f32")]
+    #[error("the weight of {text:?} multiplies out to {weight:.3e}, which is not a finite f32")]
     WeightOutOfRange {
         /// The text that got the weight.
         text: String,

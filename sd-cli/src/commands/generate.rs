@@ -412,9 +412,16 @@ fn load(args: &Args) -> Result<StableDiffusion> {
             .ok_or_else(|| anyhow!("--mix {mix}: {scale:?} is not a number within f32's range"))?;
         builder = builder.mix(ModelSource::parse(model), scale);
     }
-    builder
-        .build()
-        .with_context(|| format!("--model {}", args.model))
+    builder.build().map_err(|e| match e {
+        // A model to mix in is blamed as the --mix argument that named it.
+        Error::Mix { index, error, .. } => {
+            anyhow!(
+                "--mix {}: {error}",
+                args.mix.get(index).map_or("?", |m| m.as_str())
+            )
+        }
+        other => anyhow::Error::new(other).context(format!("--model {}", args.model)),
+    })
 }
 
 /// Request errors as the argument they came from (`--width: ...`).

@@ -123,6 +123,12 @@ impl ModelWeights {
             folder::read(path, options.only)
         } else if path.is_file() {
             load_single_file(path, options)
+        } else if path.exists() {
+            Err(checkpoint_error(
+                path,
+                "is neither a regular file nor a folder (a device or FIFO?); \
+                 expected a diffusers folder or a .safetensors / .ckpt file",
+            ))
         } else {
             Err(checkpoint_error(
                 path,
