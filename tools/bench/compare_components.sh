@@ -4,7 +4,8 @@
 #
 #   bash tools/bench/compare_components.sh [PYTHON] [MODEL_DIR] [OUT_DIR]
 # PYTHON defaults to /work/venv/bin/python, MODEL_DIR to /work/sd15-random (built on first use),
-# OUT_DIR to /tmp/sd-components. Run with nothing else heavy on the machine (~6 minutes).
+# OUT_DIR to /tmp/sd-components; TORCH_DTYPES (default "f32 bf16") picks PyTorch's UNet dtypes.
+# Run with nothing else heavy on the machine (~6 minutes; ~12 on an AVX2-only Zen 3).
 set -euo pipefail
 python=${1:-/work/venv/bin/python}
 model=${2:-/work/sd15-random}
@@ -12,8 +13,11 @@ out=${3:-/tmp/sd-components}
 mkdir -p "$out"
 
 cargo build --release -p sd-cli
+# TORCH_DTYPES="f32" skips PyTorch's bf16 UNet: without AVX512-BF16 or AMX (e.g. AVX2-only
+# Zen 3) it takes minutes per call (142 s at 256² on an EPYC family 25).
+# shellcheck disable=SC2086
 "$python" tools/bench/torch_components.py --build --model-dir "$model" --json "$out/torch.json" \
-    > "$out/torch.txt"
+    --dtypes ${TORCH_DTYPES:-f32 bf16} > "$out/torch.txt"
 for size in 256 512; do
     for dtype in f32 bf16; do
         target/release/sd bench --model "$model" --size "$size" --dtype "$dtype" --steps 2 --json \
@@ -28,13 +32,14 @@ t = json.load(open(os.path.join(out, "torch.json")))
 r = {(s, d): json.load(open(os.path.join(out, f"sd-{s}-{d}.json"))) for s in (256, 512) for d in ("f32", "bf16")}
 def row(name, torch_s, ours_s):
     ratio = f"{torch_s / ours_s:.2f}x" if torch_s and ours_s else "-"
-    print(f"| {name} | {torch_s:.2f} s | {ours_s:.2f} s | {ratio} |")
+    shown = f"{torch_s:.2f} s" if torch_s else "not run"
+    print(f"| {name} | {shown} | {ours_s:.2f} s | {ratio} |")
 print(f"torch {t.get('torch_version', '?')}, {t.get('threads', '?')} threads; sd-rs isa {r[(512, 'f32')]['isa']}")
 print("| | PyTorch | sd-rs | PyTorch / sd-rs |")
 print("|---|---|---|---|")
 for s in (256, 512):
     for d in ("f32", "bf16"):
-        row(f"UNet call {s}² {d}", t[f"unet_{d}_{s}_seconds_min"], r[(s, d)]["unet_seconds_min"])
+        row(f"UNet call {s}² {d}", t.get(f"unet_{d}_{s}_seconds_min"), r[(s, d)]["unet_seconds_min"])
 for s in (256, 512):
     row(f"VAE decode {s}² f32", t[f"vae_decode_f32_{s}_seconds_min"], r[(s, "f32")]["vae_decode_seconds"])
 row("load f32 (PyTorch: UNet + VAE load and page-in; sd-rs: whole folder)",
