@@ -51,10 +51,22 @@ pub(crate) trait DepthRows: Sync {
     /// `l0 + i` for `i < lines`, zero for `lines <= i < w`. Sources override it to share the
     /// work of locating the lines across depths.
     fn panel(&self, k0: usize, l0: usize, lines: usize, w: usize, panel: &mut [f32]) {
-        for (k, group) in panel.chunks_exact_mut(w).enumerate() {
-            self.row(k0 + k, l0, &mut group[..lines]);
-            group[lines..].fill(0.0);
-        }
+        panel_by_rows(self, k0, l0, lines, w, panel)
+    }
+}
+
+/// The default [`DepthRows::panel`]: one [`DepthRows::row`] per depth.
+fn panel_by_rows<S: DepthRows + ?Sized>(
+    src: &S,
+    k0: usize,
+    l0: usize,
+    lines: usize,
+    w: usize,
+    panel: &mut [f32],
+) {
+    for (k, group) in panel.chunks_exact_mut(w).enumerate() {
+        src.row(k0 + k, l0, &mut group[..lines]);
+        group[lines..].fill(0.0);
     }
 }
 
@@ -185,6 +197,21 @@ impl<'a> Strided<'a> {
     }
 }
 
+impl Strided<'_> {
+    /// A full panel of `W` contiguous lines: one fixed-size copy per depth, which compiles to a
+    /// few vector moves (a `memmove` call per 16 values cost 8% of a 512² UNet call).
+    fn full_panel<const W: usize>(&self, k0: usize, l0: usize, panel: &mut [f32]) {
+        let (groups, _) = panel.as_chunks_mut::<W>();
+        for (g, dst) in groups.iter_mut().enumerate() {
+            let base = (k0 + g) * self.depth_stride + l0;
+            let src: &[f32; W] = self.data[base..base + W]
+                .try_into()
+                .expect("a slice of W values");
+            *dst = *src;
+        }
+    }
+}
+
 impl DepthRows for Strided<'_> {
     fn row(&self, k: usize, l0: usize, out: &mut [f32]) {
         let base = k * self.depth_stride + l0 * self.line_stride;
@@ -194,6 +221,14 @@ impl DepthRows for Strided<'_> {
             for (i, o) in out.iter_mut().enumerate() {
                 *o = self.data[base + i * self.line_stride];
             }
+        }
+    }
+
+    fn panel(&self, k0: usize, l0: usize, lines: usize, w: usize, panel: &mut [f32]) {
+        match (self.line_stride, lines == w, w) {
+            (1, true, 16) => self.full_panel::<16>(k0, l0, panel),
+            (1, true, 32) => self.full_panel::<32>(k0, l0, panel),
+            _ => panel_by_rows(self, k0, l0, lines, w, panel),
         }
     }
 }
