@@ -127,6 +127,7 @@ impl CkptFile {
         let range = self.storages[&t.storage.key].clone();
         let data = &self.mmap[range];
         let size = t.storage.dtype.size_in_bytes();
+        // `open` checked that the product of the dimensions fits.
         let numel: usize = t.shape.iter().product();
         let tensor = if numel == 0 {
             Tensor::zeros(t.shape.as_slice(), t.storage.dtype, device)
@@ -216,8 +217,27 @@ fn check_bounds(
         .ok_or_else(|| format!("its storage {:?} is missing from the file", t.storage.key))?;
     let size = t.storage.dtype.size_in_bytes();
     let available = range.len() / size;
+    // Even an empty shape must have dimensions whose product fits (candle multiplies them all).
+    t.shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or("its shape's element count overflows")?;
     if t.shape.contains(&0) {
         return Ok(());
+    }
+    // A view cannot hold more elements than its storage unless strides repeat them (0 or
+    // overlapping); loading such a view would allocate its full size (terabytes, for a hostile
+    // shape), so it is refused.
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or("its shape's element count overflows")?;
+    if numel > available {
+        return Err(format!(
+            "it has {numel} elements but its storage holds {available}: the file is corrupt"
+        ));
     }
     let mut last = t.offset;
     for (dim, stride) in t.shape.iter().zip(&t.stride) {

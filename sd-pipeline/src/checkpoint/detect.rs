@@ -99,6 +99,10 @@ fn dim(infos: &Infos, key: &str, d: usize) -> Result<usize, String> {
         .ok_or_else(|| format!("tensor {key} has shape {s:?}, expected more dimensions"))
 }
 
+/// Block indices from this on are refused: SD's UNets use 0..12, and a larger index would
+/// build a UNet of thousands of layers from one hostile tensor name.
+const MAX_BLOCK_INDEX: usize = 64;
+
 /// Distinct values of the number right after `prefix` in keys that start with it.
 fn indices(infos: &Infos, prefix: &str) -> BTreeSet<usize> {
     infos
@@ -181,7 +185,14 @@ fn detect_unet(infos: &Infos) -> Result<UNet2DConditionConfig, String> {
         ));
     }
     let inputs = indices(infos, &u("input_blocks."));
-    let total = inputs.iter().max().map_or(0, |m| m + 1);
+    let total = match inputs.iter().max() {
+        // SD's UNets have 12 input blocks; an index this far out is a corrupt name.
+        Some(&m) if m >= MAX_BLOCK_INDEX => {
+            return Err(format!("the UNet's input block index {m} is out of range"))
+        }
+        Some(&m) => m + 1,
+        None => 0,
+    };
     let downsamplers: Vec<usize> = inputs
         .iter()
         .copied()

@@ -132,6 +132,7 @@ pub(crate) fn read(data: &[u8]) -> PickleResult<(Value, usize)> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        copied: 0,
     };
     let value = machine.run()?;
     Ok((value, machine.pos))
@@ -145,6 +146,44 @@ struct Machine<'a> {
     // Containers are memoized by value: torch pickles never mutate a container after a later
     // reference to it, so copies are indistinguishable from shared objects here.
     memo: HashMap<u32, Value>,
+    /// Values copied so far by memo writes, memo reads and DUP (see [`MAX_COPIED_VALUES`]).
+    copied: usize,
+}
+
+/// How many values memo writes, memo reads and DUP may copy in all. Copies are deep, so a hostile pickle
+/// that appends a list to itself through the memo doubles its size per step (a 100-byte file
+/// asked for terabytes); a real state dict copies a few per tensor.
+const MAX_COPIED_VALUES: usize = 10_000_000;
+
+/// Counts a copy of `value` against [`MAX_COPIED_VALUES`] (before it is made).
+fn charge_copy(copied: &mut usize, value: &Value) -> PickleResult<()> {
+    let left = MAX_COPIED_VALUES.saturating_sub(*copied);
+    let n = count_values(value, left);
+    if n > left {
+        return Err(format!(
+            "the pickle copies more than {MAX_COPIED_VALUES} values through its memo or DUP; \
+             refusing to read it"
+        ));
+    }
+    *copied += n;
+    Ok(())
+}
+
+/// The number of values in `v`, counting `v` (stops counting past `limit`).
+fn count_values(v: &Value, limit: usize) -> usize {
+    let mut n = 1;
+    let children: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Tuple(items) | Value::List(items) => Box::new(items.iter()),
+        Value::Dict(pairs) => Box::new(pairs.iter().flat_map(|(k, v)| [k, v])),
+        _ => return 1,
+    };
+    for child in children {
+        if n > limit {
+            break;
+        }
+        n += count_values(child, limit - n);
+    }
+    n
 }
 
 impl Machine<'_> {
@@ -225,18 +264,19 @@ impl Machine<'_> {
         let value = self
             .stack
             .last()
-            .ok_or("the pickle memoizes an empty stack")?
-            .clone();
+            .ok_or("the pickle memoizes an empty stack")?;
+        charge_copy(&mut self.copied, value)?;
+        let value = value.clone();
         self.memo.insert(index, value);
         Ok(())
     }
 
     fn memo_get(&mut self, index: u32) -> PickleResult<()> {
-        let value = self
-            .memo
-            .get(&index)
-            .ok_or_else(|| format!("the pickle refers to memo entry {index}, which was never set"))?
-            .clone();
+        let value = self.memo.get(&index).ok_or_else(|| {
+            format!("the pickle refers to memo entry {index}, which was never set")
+        })?;
+        charge_copy(&mut self.copied, value)?;
+        let value = value.clone();
         self.stack.push(value);
         Ok(())
     }
@@ -290,7 +330,9 @@ impl Machine<'_> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let top = self.top()?.clone();
+                    let top = self.stack.last().ok_or("the pickle uses an empty stack")?;
+                    charge_copy(&mut self.copied, top)?;
+                    let top = top.clone();
                     self.stack.push(top);
                 }
                 b'N' => self.stack.push(Value::None),
