@@ -150,10 +150,11 @@ struct Machine<'a> {
     copied: usize,
 }
 
-/// How many values memo writes, memo reads and DUP may copy in all. Copies are deep, so a hostile pickle
-/// that appends a list to itself through the memo doubles its size per step (a 100-byte file
-/// asked for terabytes); a real state dict copies a few per tensor.
-const MAX_COPIED_VALUES: usize = 10_000_000;
+/// How many values memo writes, memo reads and DUP may copy in all. Copies are deep, so a
+/// hostile pickle that appends a list to itself through the memo doubles its size per step (a
+/// 329-byte file asked for terabytes); a real state dict copies a few values per tensor, so a
+/// million covers checkpoints of 100 000 tensors.
+const MAX_COPIED_VALUES: usize = 1_000_000;
 
 /// Counts a copy of `value` against [`MAX_COPIED_VALUES`] (before it is made).
 fn charge_copy(copied: &mut usize, value: &Value) -> PickleResult<()> {
