@@ -217,8 +217,10 @@ fn check_bounds(
         .ok_or_else(|| format!("its storage {:?} is missing from the file", t.storage.key))?;
     let size = t.storage.dtype.size_in_bytes();
     let available = range.len() / size;
-    // Even an empty shape must have dimensions whose product fits (candle multiplies them all).
-    t.shape
+    // Even an empty shape must have dimensions whose product fits (candle multiplies them all);
+    // without a zero, this product is the element count.
+    let numel = t
+        .shape
         .iter()
         .filter(|&&d| d != 0)
         .try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -229,11 +231,6 @@ fn check_bounds(
     // A view cannot hold more elements than its storage unless strides repeat them (0 or
     // overlapping); loading such a view would allocate its full size (terabytes, for a hostile
     // shape), so it is refused.
-    let numel = t
-        .shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or("its shape's element count overflows")?;
     if numel > available {
         return Err(format!(
             "it has {numel} elements but its storage holds {available}: the file is corrupt"
