@@ -62,7 +62,11 @@ fn conv_case(c: &mut Criterion, b: usize, ch: usize, side: usize) {
         padding: 1,
     };
     for precision in [Precision::F32, Precision::Bf16] {
-        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Auto] {
+        for algorithm in [
+            ConvAlgorithm::Direct,
+            ConvAlgorithm::WinogradF2,
+            ConvAlgorithm::WinogradF4,
+        ] {
             let mut conv = Conv2d::new(&w, Some(&bias), geometry, precision).expect("conv");
             conv.set_algorithm(algorithm);
             g.bench_function(format!("sd-kernels {precision:?} {algorithm:?}"), |b| {

@@ -3,7 +3,8 @@
 //! reads each depth row (ci, ky, kx) of a panel straight from the input, with the padding as
 //! zeros. Weights are packed once; bias and an optional residual are added as the product is
 //! written. 1x1 stride-1 convolutions read the input as a plain matrix; 3x3 "same" ones on
-//! large images run as Winograd F(2x2, 3x3) (2.25 times fewer multiplies).
+//! large images run as Winograd F(4x4, 3x3) in f32 (4 times fewer multiplies) and F(2x2, 3x3)
+//! in bf16 (2.25 times fewer).
 
 use candle_core::Tensor;
 
@@ -24,11 +25,16 @@ pub struct ConvGeometry {
 /// How a 3x3 "same" convolution is computed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd F(2x2, 3x3) where it is faster (large images, 16+ channels), else direct.
+    /// Winograd where it is faster (large images, 16+ channels): F(4x4, 3x3) for f32 weights,
+    /// F(2x2, 3x3) for bf16; else direct.
     #[default]
     Auto,
     /// Always the direct sum (implicit GEMM over the 9 taps).
     Direct,
+    /// Winograd F(2x2, 3x3) at every size (direct for other kernels and geometries).
+    WinogradF2,
+    /// Winograd F(4x4, 3x3) at every size (direct for other kernels and geometries).
+    WinogradF4,
 }
 
 /// A convolution with packed weights `[Cout, Cin, kh, kw]` and optional bias `[Cout]`.
@@ -180,7 +186,7 @@ impl Conv2d {
         let plane_in = cin * h * w;
         let plane_out = self.cout * ho * wo;
         let mut out = output(b * plane_out);
-        if self.takes_winograd(b, h, w) {
+        if let Some(variant) = self.winograd_variant(b, h, w) {
             let bias: Option<Vec<f32>> = image_bias.or_else(|| {
                 let row = self.bias.as_ref()?;
                 Some((0..b).flat_map(|_| row.iter().copied()).collect())
@@ -194,7 +200,15 @@ impl Conv2d {
             };
             with_f32("conv2d", x, |xs| {
                 with_f32_opt("conv2d", residual, |rs| {
-                    winograd::conv3x3(&self.weight, grid, xs, bias.as_deref(), rs, &mut out)
+                    winograd::conv3x3(
+                        variant,
+                        &self.weight,
+                        grid,
+                        xs,
+                        bias.as_deref(),
+                        rs,
+                        &mut out,
+                    )
                 })
             })??;
             return from_vec(out, out_shape);
@@ -222,16 +236,23 @@ impl Conv2d {
         from_vec(out, out_shape)
     }
 
-    /// Whether this call runs as Winograd F(2x2, 3x3): a 3x3 "same" convolution on an image
-    /// big enough for the transforms to pay (see [`winograd::worthwhile`]).
-    fn takes_winograd(&self, batch: usize, h: usize, w: usize) -> bool {
+    /// The Winograd variant this call runs as, if any: a 3x3 "same" convolution, on an image
+    /// big enough for the transforms to pay unless forced (see [`winograd::worthwhile`]).
+    fn winograd_variant(&self, batch: usize, h: usize, w: usize) -> Option<winograd::Variant> {
         let g = self.geometry;
-        self.algorithm == ConvAlgorithm::Auto
-            && self.kh == 3
-            && self.kw == 3
-            && g.stride == 1
-            && g.padding == 1
-            && winograd::worthwhile(batch, h, w, self.cin, self.cout, self.weight.precision())
+        if !(self.kh == 3 && self.kw == 3 && g.stride == 1 && g.padding == 1) {
+            return None;
+        }
+        let precision = self.weight.precision();
+        match self.algorithm {
+            ConvAlgorithm::Direct => None,
+            ConvAlgorithm::WinogradF2 => Some(winograd::Variant::F2),
+            ConvAlgorithm::WinogradF4 => Some(winograd::Variant::F4),
+            ConvAlgorithm::Auto => {
+                winograd::worthwhile(batch, h, w, self.cin, self.cout, precision)
+                    .then(|| winograd::Variant::for_precision(precision))
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

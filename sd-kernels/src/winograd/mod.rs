@@ -1,0 +1,580 @@
+//! 3x3, stride 1, padding 1 convolution by Winograd's minimal filtering F(m x m, 3x3) (Lavin &
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), m = 2 or 4 (see
+//! [`minimal`] for the two variants' matrices).
+//!
+//! Each m x m block of output comes from the (m + 2)² block of input around it. In the
+//! transformed domain the 3x3 filter becomes an element-wise product over T² = (m + 2)²
+//! positions, so one tile costs T² multiply-adds per (input, output) channel pair instead of
+//! 9 m²: 2.25x fewer for F(2x2, 3x3), 4x fewer for F(4x4, 3x3). The rest is three cheap
+//! linear maps,
+//!
+//! ```text
+//! U = G g Gᵀ        (each 3x3 filter g → T x T)
+//! V = Bᵀ d B        (each T x T input tile d)
+//! M[e] = U[e] V[e]  for the T² positions e: [Cout x Cin] times [Cin x tiles] on the matrix engine
+//! Y = Aᵀ m A        (each tile's T x T m → m x m output)
+//! ```
+//!
+//! U is computed on every call from the packed weights, so a network holds one copy of its
+//! weights (U would be T²/9 of their size); that costs one pass over the weights per call.
+//! Tiles are processed in chunks whose V and M fit [`CHUNK_FLOATS`], so scratch stays small
+//! at any image size. In f32 the result differs from the direct sum only by rounding (F(2, 3):
+//! a few ulps of the largest terms; F(4, 3): about ten times that); in bf16 the transformed
+//! values are what is rounded, so bf16 weights take F(2, 3), whose transforms round least.
+
+mod minimal;
+
+use rayon::prelude::*;
+
+use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
+use crate::tensor::output;
+use minimal::{Minimal, F2, F4, T_MAX};
+
+/// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
+const CHUNK_FLOATS: usize = 8 << 20;
+
+/// Images smaller than this many pixels (over the batch) stay on the direct product, where
+/// the transforms' fixed costs (U is recomputed per call: T²/9 of the weights) outweigh the
+/// saved multiplies. Measured (f32, 2 threads, AVX2 EPYC; direct / F(2x2) / F(4x4)):
+/// 320 ch 64² x 2: 95 / 86 / 68 ms; 640 ch 32² x 2: 131 / 119 / 103 ms; 1280 ch 16² x 2:
+/// 138 / 141 / 232 ms; 512 ch 128² x 1: 1149 / 624 / 379 ms. In bf16 F(2x2) already wins
+/// at 640 ch 32² x 2 (94 against 159 ms direct).
+pub(crate) const MIN_PIXELS: usize = 2048;
+
+/// The same on AMX tiles, whose products are so fast that the transforms (f32, memory-bound)
+/// pay only on large images. Measured (bf16, 2 threads): 320 ch 64² x 2 direct 59 ms against
+/// 68 ms; 512 ch 128² x 1 (the VAE) direct 302 ms against 183 ms.
+pub(crate) const MIN_PIXELS_ON_TILES: usize = 16384;
+
+/// Channel counts below this stay direct (e.g. a UNet's 4-channel conv_in and conv_out).
+pub(crate) const MIN_CHANNELS: usize = 16;
+
+/// Which minimal filtering a 3x3 "same" convolution runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// F(2x2, 3x3).
+    F2,
+    /// F(4x4, 3x3).
+    F4,
+}
+
+impl Variant {
+    /// The variant for weights in `precision`: F(4x4, 3x3) in f32, F(2x2, 3x3) in bf16 (whose
+    /// rounding of the transformed values F(4, 3)'s larger coefficients would magnify).
+    pub(crate) fn for_precision(precision: Precision) -> Self {
+        match precision {
+            Precision::F32 => Variant::F4,
+            Precision::Bf16 => Variant::F2,
+        }
+    }
+}
+
+/// Whether Winograd is the faster way for a 3x3 "same" convolution of this size with
+/// weights in `precision`.
+pub(crate) fn worthwhile(
+    batch: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    precision: Precision,
+) -> bool {
+    // The transformed products have depth cin.
+    let min_pixels = if gemm::runs_on_tiles(precision, cin) {
+        MIN_PIXELS_ON_TILES
+    } else {
+        MIN_PIXELS
+    };
+    cin >= MIN_CHANNELS && cout >= MIN_CHANNELS && batch * h * w >= min_pixels
+}
+
+/// The tiling of a batch of `h x w` images into m x m output tiles.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Grid {
+    /// Images.
+    pub batch: usize,
+    /// Input (and output) channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Height (input = output).
+    pub h: usize,
+    /// Width (input = output).
+    pub w: usize,
+}
+
+impl Grid {
+    /// Tile rows per image and tiles per tile row for output tiles of side `m`.
+    fn tiles(&self, m: usize) -> (usize, usize) {
+        (self.h.div_ceil(m), self.w.div_ceil(m))
+    }
+}
+
+/// `out[b, co] = conv3x3(input)[b, co] + bias[b * cout + co] + residual[b, co]` for `input`
+/// `[batch, cin, h, w]`, with the weights `[cout, cin * 9]` packed as a left operand.
+///
+/// # Panics
+/// When the slices do not have the grid's sizes.
+pub(crate) fn conv3x3(
+    variant: Variant,
+    weight: &PackedMatrix,
+    grid: Grid,
+    input: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    match variant {
+        Variant::F2 => conv3x3_as::<F2>(weight, grid, input, bias, residual, out),
+        Variant::F4 => conv3x3_as::<F4>(weight, grid, input, bias, residual, out),
+    }
+}
+
+fn conv3x3_as<W: Minimal + Transforms>(
+    weight: &PackedMatrix,
+    grid: Grid,
+    input: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let Grid {
+        batch,
+        cin,
+        cout,
+        h,
+        w,
+    } = grid;
+    assert_eq!(weight.lines(), cout, "winograd: weight rows");
+    assert_eq!(weight.depth(), cin * 9, "winograd: weight depth");
+    assert_eq!(input.len(), batch * cin * h * w, "winograd: input length");
+    assert_eq!(out.len(), batch * cout * h * w, "winograd: output length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), batch * cout, "winograd: bias length");
+    }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), out.len(), "winograd: residual length");
+    }
+    let positions = W::T * W::T;
+    let precision = weight.precision();
+    let u = filter_transform::<W>(weight, cin, cout);
+    let (th, tw) = grid.tiles(W::M);
+    let rows_total = batch * th;
+    let rows_per_chunk = (CHUNK_FLOATS / (positions * cin.max(cout) * tw)).clamp(1, rows_total);
+    let max_tiles = rows_per_chunk * tw;
+    let mut v = output(positions * cin * max_tiles);
+    let mut m = output(positions * cout * max_tiles);
+    let plane = h * w;
+    for r0 in (0..rows_total).step_by(rows_per_chunk) {
+        let r1 = (r0 + rows_per_chunk).min(rows_total);
+        let tiles = (r1 - r0) * tw;
+        let v = &mut v[..positions * cin * tiles];
+        let m = &mut m[..positions * cout * tiles];
+        v.par_chunks_mut(positions * tiles)
+            .enumerate()
+            .for_each(|(ci, dst)| W::input_tiles(input, &grid, ci, (r0, r1), dst));
+        m.par_chunks_mut(cout * tiles)
+            .enumerate()
+            .for_each(|(e, m_e)| {
+                let u_e = Strided {
+                    data: &u[e * cin..],
+                    lines: cout,
+                    depth: cin,
+                    line_stride: positions * cin,
+                    depth_stride: 1,
+                };
+                let v_e = Strided {
+                    data: &v[e * tiles..],
+                    lines: tiles,
+                    depth: cin,
+                    line_stride: 1,
+                    depth_stride: positions * tiles,
+                };
+                gemm::matmul(
+                    MatOperand::Strided(u_e),
+                    MatOperand::Strided(v_e),
+                    m_e,
+                    tiles,
+                    &Epilogue::NONE,
+                    precision,
+                );
+            });
+        // Output planes (image, co) this chunk writes rows of.
+        let (first, last) = (r0 / th, (r1 - 1) / th);
+        let span = first * cout * plane..(last + 1) * cout * plane;
+        let m = &*m;
+        out[span]
+            .par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(q, dst)| {
+                let img = first + q / cout;
+                let co = q % cout;
+                let at = (img * cout + co) * plane;
+                let tail = Tail {
+                    bias: bias.map_or(0.0, |b| b[img * cout + co]),
+                    residual: residual.map(|r| &r[at..at + plane]),
+                };
+                let rows = (r0.max(img * th), r1.min((img + 1) * th));
+                W::output_tiles(m, &grid, co, (r0, r1), rows, &tail, dst);
+            });
+    }
+}
+
+/// U as `[cout][T²][cin]`: row `co` of the product for position `e` is at `(co * T² + e) * cin`.
+fn filter_transform<W: Minimal>(weight: &PackedMatrix, cin: usize, cout: usize) -> Vec<f32> {
+    let positions = W::T * W::T;
+    let mut u = output(cout * positions * cin);
+    u.par_chunks_mut(positions * cin).enumerate().for_each_init(
+        || vec![0f32; cin * 9],
+        |g, (co, dst)| {
+            weight.unpack_line(co, g);
+            filters_of_one_output::<W>(g, dst);
+        },
+    );
+    u
+}
+
+/// `dst[e * cin + ci] = (G g_ci Gᵀ)[e]` for the 3x3 filters `g` of one output channel.
+fn filters_of_one_output<W: Minimal>(g: &[f32], dst: &mut [f32]) {
+    let cin = g.len() / 9;
+    let t = W::T;
+    for (ci, k) in g.chunks_exact(9).enumerate() {
+        // G g (T x 3, by columns of g), then each of its rows times Gᵀ.
+        let cols: [[f32; T_MAX]; 3] =
+            std::array::from_fn(|j| W::filter([k[j], k[3 + j], k[6 + j]]));
+        for i in 0..t {
+            let u = W::filter([cols[0][i], cols[1][i], cols[2][i]]);
+            for (j, v) in u.iter().take(t).enumerate() {
+                dst[(t * i + j) * cin + ci] = *v;
+            }
+        }
+    }
+}
+
+/// What the output transform adds: the channel's bias and, optionally, the residual plane.
+pub(crate) struct Tail<'a> {
+    bias: f32,
+    residual: Option<&'a [f32]>,
+}
+
+/// V = Bᵀ d B for the input tiles and Y = Aᵀ m A for the output tiles of one variant,
+/// compiled for each SIMD tier.
+trait Transforms {
+    /// V for input channel `ci` over tile rows `rows.0..rows.1` (row r = image r / th, tile
+    /// row r % th): `dst[e * tiles + t]`, t counted from the chunk's first tile.
+    fn input_tiles(input: &[f32], grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]);
+
+    /// Writes the rows of output plane (image, `co`) that tile rows `own.0..own.1` cover,
+    /// from M of the chunk `chunk.0..chunk.1` (`m[(e * cout + co) * tiles + t]`).
+    fn output_tiles(
+        m: &[f32],
+        grid: &Grid,
+        co: usize,
+        chunk: (usize, usize),
+        own: (usize, usize),
+        tail: &Tail,
+        dst: &mut [f32],
+    );
+}
+
+/// Implements [`Transforms`] for a variant through run-time dispatched copies of the generic
+/// bodies.
+macro_rules! transforms_for {
+    ($variant:ty, $input:ident, $output:ident) => {
+        crate::simd::multiversion! {
+            fn $input(input: &[f32], grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]) {
+                input_tiles::<$variant>(input, grid, ci, rows, dst)
+            }
+        }
+        crate::simd::multiversion! {
+            fn $output(
+                m: &[f32],
+                grid: &Grid,
+                co: usize,
+                chunk: (usize, usize),
+                own: (usize, usize),
+                tail: &Tail,
+                dst: &mut [f32],
+            ) {
+                output_tiles::<$variant>(m, grid, co, chunk, own, tail, dst)
+            }
+        }
+        impl Transforms for $variant {
+            fn input_tiles(input: &[f32], grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]) {
+                $input(input, grid, ci, rows, dst)
+            }
+
+            fn output_tiles(
+                m: &[f32],
+                grid: &Grid,
+                co: usize,
+                chunk: (usize, usize),
+                own: (usize, usize),
+                tail: &Tail,
+                dst: &mut [f32],
+            ) {
+                $output(m, grid, co, chunk, own, tail, dst)
+            }
+        }
+    };
+}
+
+transforms_for!(F2, input_tiles_f2, output_tiles_f2);
+transforms_for!(F4, input_tiles_f4, output_tiles_f4);
+
+/// See [`Transforms::input_tiles`]. Each input row is first split into its T column phases
+/// (`phase[k][tx]` = column m tx + k - 1), so both 1-D passes run along contiguous lines of
+/// tiles.
+#[inline(always)]
+fn input_tiles<W: Minimal>(
+    input: &[f32],
+    grid: &Grid,
+    ci: usize,
+    rows: (usize, usize),
+    dst: &mut [f32],
+) {
+    let (t, m) = (W::T, W::M);
+    let (th, tw) = grid.tiles(m);
+    let (h, w) = (grid.h, grid.w);
+    let tiles = (rows.1 - rows.0) * tw;
+    let mut phase = vec![0f32; t * tw];
+    // d B for each of the T input rows: `rows_b[(i * t + j) * tw + tx]`.
+    let mut rows_b = vec![0f32; t * t * tw];
+    for r in rows.0..rows.1 {
+        let (img, ty) = (r / th, r % th);
+        let plane = &input[(img * grid.cin + ci) * h * w..][..h * w];
+        for i in 0..t {
+            let out = &mut rows_b[i * t * tw..(i + 1) * t * tw];
+            let iy = (m * ty + i).wrapping_sub(1);
+            if iy >= h {
+                out.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy * w..][..w];
+            for (k, line) in phase.chunks_exact_mut(tw).enumerate() {
+                for (tx, p) in line.iter_mut().enumerate() {
+                    let x = (m * tx + k).wrapping_sub(1);
+                    *p = if x < w { src[x] } else { 0.0 };
+                }
+            }
+            let along = Lines {
+                stride: tw,
+                count: t,
+            };
+            map_lines(&phase, along, out, along, tw, W::input);
+        }
+        // Bᵀ (d B) down the columns: position (a, j) of V from entries (i, j) of the rows.
+        let t0 = (r - rows.0) * tw;
+        for j in 0..t {
+            let src = Lines {
+                stride: t * tw,
+                count: t,
+            };
+            let out = Lines {
+                stride: t * tiles,
+                count: t,
+            };
+            map_lines(
+                &rows_b[j * tw..],
+                src,
+                &mut dst[j * tiles + t0..],
+                out,
+                tw,
+                W::input,
+            );
+        }
+    }
+}
+
+/// See [`Transforms::output_tiles`].
+#[inline(always)]
+fn output_tiles<W: Minimal>(
+    m: &[f32],
+    grid: &Grid,
+    co: usize,
+    chunk: (usize, usize),
+    own: (usize, usize),
+    tail: &Tail,
+    dst: &mut [f32],
+) {
+    let (t, mo) = (W::T, W::M);
+    let (th, tw) = grid.tiles(mo);
+    let (h, w) = (grid.h, grid.w);
+    let tiles = (chunk.1 - chunk.0) * tw;
+    // Aᵀ m down the columns: `cols[(a * t + j) * tw + tx]`.
+    let mut cols = vec![0f32; mo * t * tw];
+    // (Aᵀ m) A along one output row: `y[b * tw + tx]` is output column m tx + b.
+    let mut y = vec![0f32; mo * tw];
+    for r in own.0..own.1 {
+        let ty = r % th;
+        let t0 = (r - chunk.0) * tw;
+        for j in 0..t {
+            let src = Lines {
+                stride: t * grid.cout * tiles,
+                count: t,
+            };
+            let out = Lines {
+                stride: t * tw,
+                count: mo,
+            };
+            map_lines(
+                &m[(j * grid.cout + co) * tiles + t0..],
+                src,
+                &mut cols[j * tw..],
+                out,
+                tw,
+                W::output,
+            );
+        }
+        for a in 0..mo {
+            let oy = mo * ty + a;
+            if oy >= h {
+                break;
+            }
+            let src = Lines {
+                stride: tw,
+                count: t,
+            };
+            let out = Lines {
+                stride: tw,
+                count: mo,
+            };
+            map_lines(&cols[a * t * tw..], src, &mut y, out, tw, W::output);
+            let row = &mut dst[oy * w..(oy + 1) * w];
+            let res = tail.residual.map(|r| &r[oy * w..(oy + 1) * w]);
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = y[(x % mo) * tw + x / mo] + tail.bias + res.map_or(0.0, |r| r[x]);
+            }
+        }
+    }
+}
+
+/// `count` lines of a buffer, `stride` values apart.
+#[derive(Clone, Copy)]
+struct Lines {
+    stride: usize,
+    count: usize,
+}
+
+/// Values per block of [`map_lines`]: a few vector registers per line.
+const BLOCK: usize = 16;
+
+/// Applies a 1-D map across lines: `dst line o [x] = f(src line 0 [x], src line 1 [x], …)[o]`
+/// for `x < len`. Blocks of [`BLOCK`] positions are copied to and from fixed-size arrays, so
+/// the map itself runs on whole vectors.
+#[inline(always)]
+fn map_lines<const N: usize>(
+    src: &[f32],
+    src_lines: Lines,
+    dst: &mut [f32],
+    dst_lines: Lines,
+    len: usize,
+    f: impl Fn([f32; T_MAX]) -> [f32; N],
+) {
+    for x0 in (0..len).step_by(BLOCK) {
+        let n = BLOCK.min(len - x0);
+        let mut a = [[0f32; BLOCK]; T_MAX];
+        for (k, a) in a.iter_mut().enumerate().take(src_lines.count) {
+            a[..n].copy_from_slice(&src[k * src_lines.stride + x0..][..n]);
+        }
+        let mut b = [[0f32; BLOCK]; N];
+        for x in 0..BLOCK {
+            let out = f(std::array::from_fn(|k| a[k][x]));
+            for (b, v) in b.iter_mut().zip(out) {
+                b[x] = v;
+            }
+        }
+        for (o, b) in b.iter().enumerate().take(dst_lines.count) {
+            dst[o * dst_lines.stride + x0..][..n].copy_from_slice(&b[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::{Precision, Side};
+    use crate::tensor::with_f32;
+    use crate::test_util::{rand, rel_l2};
+    use candle_core::{Device, Tensor};
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        variant: Variant,
+        b: usize,
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        precision: Precision,
+        seed: u64,
+    ) {
+        let x = rand(&[b, cin, h, w], seed);
+        let wt = rand(&[cout, cin, 3, 3], seed + 1);
+        let bias = rand(&[b, cout], seed + 2);
+        let res = rand(&[b, cout, h, w], seed + 3);
+        let want = x
+            .conv2d(&wt, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
+            .unwrap()
+            .add(&res)
+            .unwrap();
+        let packed = with_f32("test", &wt, |d| {
+            PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, precision)
+        })
+        .unwrap();
+        let grid = Grid {
+            batch: b,
+            cin,
+            cout,
+            h,
+            w,
+        };
+        let mut out = vec![0f32; b * cout * h * w];
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bs = bias.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rs = res.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        conv3x3(variant, &packed, grid, &xs, Some(&bs), Some(&rs), &mut out);
+        let got = Tensor::from_vec(out, (b, cout, h, w), &Device::Cpu).unwrap();
+        let bound = match (precision, variant) {
+            (Precision::F32, Variant::F2) => 1e-6,
+            (Precision::F32, Variant::F4) => 2e-6,
+            (Precision::Bf16, Variant::F2) => 1e-2,
+            (Precision::Bf16, Variant::F4) => 3e-2,
+        };
+        let e = rel_l2(&got, &want);
+        assert!(
+            e < bound,
+            "{variant:?} b{b} {cin}->{cout} {h}x{w} {precision:?}: rel L2 {e}"
+        );
+    }
+
+    #[test]
+    fn matches_direct_convolution_on_even_and_odd_sizes() {
+        let cases = [
+            (2, 32, 40, 16, 16),
+            (1, 7, 5, 9, 5),
+            (1, 3, 4, 1, 1),
+            (2, 16, 24, 5, 11),
+            (1, 20, 8, 2, 3),
+            (1, 24, 32, 13, 7),
+        ];
+        for (i, &(b, cin, cout, h, w)) in cases.iter().enumerate() {
+            for precision in [Precision::F32, Precision::Bf16] {
+                for variant in [Variant::F2, Variant::F4] {
+                    run(variant, b, cin, cout, h, w, precision, 100 + 10 * i as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_of_tiles_cross_image_boundaries_correctly() {
+        // 16 * 512 channels * 33 tiles per row = 270k floats per tile row: 31 rows per chunk,
+        // so chunks end inside images (th = 33 per image).
+        run(Variant::F2, 2, 512, 16, 66, 66, Precision::F32, 7);
+        // F(4x4, 3x3): 17 tile rows per image, 16 * 36 * 512 * 17 values per tile row.
+        run(Variant::F4, 2, 512, 16, 66, 66, Precision::F32, 7);
+    }
+}
