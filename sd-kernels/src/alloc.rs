@@ -38,6 +38,19 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
 /// 0 = not read yet; else the byte limit + 1.
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
 
+/// Live [`Uncached`] guards: while any is alive, freed blocks go straight back to the system.
+static UNCACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// While alive, freed blocks are not kept (see [`CachingAllocator::uncached`]).
+#[must_use = "caching resumes when the guard is dropped"]
+pub struct Uncached(());
+
+impl Drop for Uncached {
+    fn drop(&mut self) {
+        UNCACHED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The caching allocator (see the module docs). `SD_ALLOC_CACHE_MB` sets the limit
 /// (default 1024 MiB; 0 turns caching off).
 pub struct CachingAllocator;
@@ -64,6 +77,14 @@ impl CachingAllocator {
     /// Bytes currently kept in the cache.
     pub fn cached_bytes() -> usize {
         CACHE.lock().map_or(0, |c| c.bytes)
+    }
+
+    /// Stops keeping freed blocks until the guard is dropped (blocks already kept stay), for
+    /// work whose sizes never repeat, such as loading weights: every freed read buffer would
+    /// otherwise sit in the cache, up to the limit, on top of the packed weights.
+    pub fn uncached() -> Uncached {
+        UNCACHED.fetch_add(1, Ordering::Relaxed);
+        Uncached(())
     }
 
     /// Returns every cached block to the system (e.g. between jobs that use other sizes).
@@ -141,6 +162,9 @@ unsafe impl GlobalAlloc for CachingAllocator {
         }
         let size = layout.size();
         let limit = Self::limit();
+        if UNCACHED.load(Ordering::Relaxed) > 0 {
+            return System.dealloc(ptr, big_layout(layout));
+        }
         if let Ok(mut cache) = CACHE.lock() {
             if cache.bytes + size <= limit {
                 if let Some(slot) = cache.slots.iter_mut().find(|s| s.0 == 0) {

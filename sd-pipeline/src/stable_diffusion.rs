@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 use sd_clip::ClipTextModel;
+use sd_kernels::alloc::CachingAllocator;
 use sd_scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
 use sd_tokenize::{ClipTokenizer, Padding};
 use sd_unet::{AttentionMode, UNet2DConditionModel};
@@ -110,6 +111,7 @@ impl Models {
         match self {
             Models::Resident(parts) => Ok(parts.text_encoder.clone()),
             Models::OnDemand { store, settings } => {
+                let _uncached = CachingAllocator::uncached();
                 let weights = store.weights(Component::TextEncoder)?;
                 Ok(Arc::new(build_text_encoder(&weights, settings)?))
             }
@@ -120,6 +122,7 @@ impl Models {
         match self {
             Models::Resident(parts) => Ok(parts.denoiser.clone()),
             Models::OnDemand { store, settings } => {
+                let _uncached = CachingAllocator::uncached();
                 let mut weights = store.weights(Component::Unet)?.into_owned();
                 let tensors = std::mem::take(&mut weights.unet);
                 Ok(Arc::new(build_unet(tensors, &weights, settings)?))
@@ -131,6 +134,7 @@ impl Models {
         match self {
             Models::Resident(parts) => Ok(parts.autoencoder.clone()),
             Models::OnDemand { store, settings } => {
+                let _uncached = CachingAllocator::uncached();
                 let mut weights = store.weights(Component::Vae)?.into_owned();
                 let tensors = std::mem::take(&mut weights.vae);
                 Ok(Arc::new(build_vae(tensors, &weights, settings)?))
@@ -219,6 +223,13 @@ fn build_vae(
     let vae = AutoencoderKl::new(&meta.vae_config, take_once(tensors, s))
         .map_err(|e| Error::model("vae", e))?;
     Ok(Vae::new(vae, s.vae_tiling))
+}
+
+/// Gives the blocks the caching allocator keeps (when the binary uses [`CachingAllocator`]) back to the system at the end of a phase: loading,
+/// denoising and decoding each ask for their own sizes, so the previous phase's blocks would
+/// only add to the peak memory and fill the cache the next phase needs.
+fn end_of_phase() {
+    CachingAllocator::release_all();
 }
 
 /// Time spent in each stage of one [`StableDiffusion::generate`].
@@ -333,6 +344,7 @@ impl StableDiffusionBuilder {
     /// Resolves and reads the model (and any models to mix), then builds the networks. In
     /// low-memory mode a model on disk is only opened here for its configs and tokenizer.
     pub fn build(self) -> Result<StableDiffusion> {
+        let _uncached = CachingAllocator::uncached();
         let mixes = self
             .mixes
             .iter()
@@ -440,6 +452,7 @@ impl StableDiffusionBuilder {
         let denoiser = Arc::new(build_unet(unet_tensors, &weights, settings)?);
         let vae_tensors = std::mem::take(&mut weights.vae);
         let autoencoder = Arc::new(build_vae(vae_tensors, &weights, settings)?);
+        end_of_phase();
         let models = Models::Resident(Parts {
             text_encoder,
             denoiser,
@@ -715,6 +728,7 @@ impl StableDiffusion {
                 &mut counting,
             )?
         };
+        end_of_phase();
         timings.denoising = clock.elapsed();
         timings.model_calls = calls;
         Error::check_finite(
@@ -731,6 +745,7 @@ impl StableDiffusion {
             let scale = Tensor::new(vae.scaling_factor() as f32, &self.device)?;
             tensor_to_images(&vae.decode(&latents.broadcast_div(&scale)?)?)?
         };
+        end_of_phase();
         timings.decoding = clock.elapsed();
 
         let infotexts = (0..images.len())
