@@ -6,12 +6,15 @@
 //! loop asks for the same sizes every step, so keeping freed blocks of at least
 //! [`MIN_CACHED`] bytes and handing them back for a request of the same size removes nearly
 //! all of that work. At most [`CachingAllocator::limit`] bytes are kept; the rest goes back to
-//! the system. A binary opts in:
+//! the system. Blocks of 2 MiB and more come on transparent huge pages (see [`huge`]'s
+//! docs). A binary opts in:
 //!
 //! ```no_run
 //! #[global_allocator]
 //! static ALLOC: sd_kernels::alloc::CachingAllocator = sd_kernels::alloc::CachingAllocator;
 //! ```
+
+mod huge;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,13 +95,8 @@ impl CachingAllocator {
         let Ok(mut cache) = CACHE.lock() else { return };
         for slot in cache.slots.iter_mut() {
             if slot.0 != 0 {
-                // SAFETY: the block was allocated by System with this size and ALIGN.
-                unsafe {
-                    System.dealloc(
-                        slot.1 as *mut u8,
-                        Layout::from_size_align_unchecked(slot.0, ALIGN),
-                    )
-                };
+                // SAFETY: the block was allocated by `fresh` with this size.
+                unsafe { free(slot.1 as *mut u8, slot.0) };
                 *slot = (0, 0);
             }
         }
@@ -107,12 +105,43 @@ impl CachingAllocator {
 }
 
 fn cacheable(layout: Layout) -> bool {
-    layout.size() >= MIN_CACHED && layout.align() <= ALIGN
+    let align = if huge::serves(layout.size()) {
+        huge::HUGE
+    } else {
+        ALIGN
+    };
+    layout.size() >= MIN_CACHED && layout.align() <= align
 }
 
-fn big_layout(layout: Layout) -> Layout {
+fn big_layout(size: usize) -> Layout {
     // SAFETY: ALIGN is a power of two and the size was valid with a smaller alignment.
-    unsafe { Layout::from_size_align_unchecked(layout.size(), ALIGN) }
+    unsafe { Layout::from_size_align_unchecked(size, ALIGN) }
+}
+
+/// A new cacheable block of `size` bytes, zeroed if `zeroed` (huge-page blocks always are).
+///
+/// # Safety
+/// Free it with [`free`] and the same size.
+unsafe fn fresh(size: usize, zeroed: bool) -> *mut u8 {
+    if huge::serves(size) {
+        huge::alloc(size)
+    } else if zeroed {
+        System.alloc_zeroed(big_layout(size))
+    } else {
+        System.alloc(big_layout(size))
+    }
+}
+
+/// Frees a block from [`fresh`].
+///
+/// # Safety
+/// `ptr` came from [`fresh`] with this `size` and is not used afterwards.
+unsafe fn free(ptr: *mut u8, size: usize) {
+    if huge::serves(size) {
+        huge::dealloc(ptr, size)
+    } else {
+        System.dealloc(ptr, big_layout(size))
+    }
 }
 
 // SAFETY: large blocks are always allocated and freed by System with the same (size, ALIGN)
@@ -131,7 +160,7 @@ unsafe impl GlobalAlloc for CachingAllocator {
                 return ptr;
             }
         }
-        System.alloc(big_layout(layout))
+        fresh(layout.size(), false)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -151,8 +180,7 @@ unsafe impl GlobalAlloc for CachingAllocator {
                 std::ptr::write_bytes(ptr, 0, layout.size());
                 ptr
             }
-            // Fresh pages from the system are zero already.
-            None => System.alloc_zeroed(big_layout(layout)),
+            None => fresh(layout.size(), true),
         }
     }
 
@@ -163,7 +191,7 @@ unsafe impl GlobalAlloc for CachingAllocator {
         let size = layout.size();
         let limit = Self::limit();
         if UNCACHED.load(Ordering::Relaxed) > 0 {
-            return System.dealloc(ptr, big_layout(layout));
+            return free(ptr, size);
         }
         if let Ok(mut cache) = CACHE.lock() {
             if cache.bytes + size <= limit {
@@ -174,7 +202,7 @@ unsafe impl GlobalAlloc for CachingAllocator {
                 }
             }
         }
-        System.dealloc(ptr, big_layout(layout))
+        free(ptr, size)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
