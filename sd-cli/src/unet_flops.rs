@@ -13,7 +13,7 @@
 //!   the GEGLU feed-forward (`c -> 8c`, `4c -> c`: `12 n c^2`).
 
 use anyhow::{anyhow, Result};
-use sd_pipeline::checkpoint::ModelWeights;
+use sd_pipeline::UNet2DConditionConfig;
 
 /// What a UNet's cost depends on, read from its `UNet2DConditionConfig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,8 @@ pub struct UnetShape {
 
 impl UnetShape {
     /// The shape of the UNet `weights` describe (its config as loaded).
-    pub fn of(weights: &ModelWeights) -> Result<Self> {
-        let config = &weights.unet_config;
-        // sd-pipeline does not re-export sd-unet, so its block-type enums cannot be named
+    pub fn of(config: &UNet2DConditionConfig) -> Result<Self> {
+        // sd-pipeline does not re-export sd-unet's block-type enums, so they cannot be named
         // here; their Debug text is diffusers' class name (`CrossAttnDownBlock2D`, ...).
         let attention = |kind: &dyn std::fmt::Debug| format!("{kind:?}").starts_with("CrossAttn");
         Ok(Self {
@@ -179,7 +178,6 @@ fn transformer(n: u64, c: usize, depth: usize, text: Text) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sd_pipeline::checkpoint::LoadOptions;
 
     /// Stable Diffusion 1.5's `unet/config.json` (stable-diffusion-v1-5/stable-diffusion-v1-5),
     /// the keys that differ from diffusers' defaults.
@@ -191,17 +189,10 @@ mod tests {
         "attention_head_dim": [5, 10, 20, 20], "use_linear_projection": true,
         "upcast_attention": true}"#;
 
-    /// A real `UNet2DConditionConfig`, read as sd-unet reads config.json, in a model's weights.
+    /// The shape of a real `UNet2DConditionConfig`, read as sd-unet reads config.json.
     fn shape_for(config_json: &str) -> UnetShape {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pipeline/tiny-sd1");
-        let options = LoadOptions {
-            only: Some(sd_pipeline::checkpoint::Component::Unet),
-            ..LoadOptions::default()
-        };
-        let mut weights = ModelWeights::open(dir, &options).unwrap();
-        weights.unet_config = serde_json::from_str(config_json).unwrap();
-        UnetShape::of(&weights).unwrap()
+        let config: UNet2DConditionConfig = serde_json::from_str(config_json).unwrap();
+        UnetShape::of(&config).unwrap()
     }
 
     #[test]

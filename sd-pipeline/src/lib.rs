@@ -30,4 +30,4 @@ pub use candle_core;
 pub use sd_prompt;
 pub use sd_scheduler;
 pub use sd_tokenize;
-pub use sd_unet::AttentionMode;
+pub use sd_unet::{AttentionMode, UNet2DConditionConfig};

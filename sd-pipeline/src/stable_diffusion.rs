@@ -21,11 +21,12 @@ use sd_clip::ClipTextModel;
 use sd_kernels::alloc::CachingAllocator;
 use sd_scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
 use sd_tokenize::{ClipTokenizer, Padding};
-use sd_unet::{AttentionMode, UNet2DConditionModel};
+use sd_unet::{AttentionMode, UNet2DConditionConfig, UNet2DConditionModel};
 use sd_vae::AutoencoderKl;
 
+use crate::checkpoint::mapped::MappedSafetensors;
 use crate::checkpoint::{
-    merge, Component, Components, Family, LoadOptions, ModelKind, ModelWeights,
+    folder, merge, Component, Components, Family, LoadOptions, ModelKind, ModelWeights,
 };
 use crate::components::{Autoencoder, Denoiser, TextEncoder, Vae};
 use crate::conditioning::{encode_prompts, Conditioning};
@@ -124,7 +125,7 @@ impl Models {
             Models::OnDemand { store, settings } => {
                 let _uncached = CachingAllocator::uncached();
                 let mut weights = store.weights(Component::Unet)?.into_owned();
-                let tensors = std::mem::take(&mut weights.unet);
+                let tensors = TensorSource::read(std::mem::take(&mut weights.unet));
                 Ok(Arc::new(build_unet(tensors, &weights, settings)?))
             }
         }
@@ -136,19 +137,31 @@ impl Models {
             Models::OnDemand { store, settings } => {
                 let _uncached = CachingAllocator::uncached();
                 let mut weights = store.weights(Component::Vae)?.into_owned();
-                let tensors = std::mem::take(&mut weights.vae);
+                let tensors = TensorSource::read(std::mem::take(&mut weights.vae));
                 Ok(Arc::new(build_vae(tensors, &weights, settings)?))
             }
         }
     }
 }
 
-/// A `VarBuilder` source that hands each tensor out once and forgets it: a network that packs
-/// its weights (sd-kernels' CPU layers) then holds the only copy, so building never needs the
-/// read tensors and the built network in memory at the same time.
-struct TakeOnce(std::sync::Mutex<crate::checkpoint::NamedTensors>);
+/// Where a network's tensors come from while it is built. A network that packs its weights
+/// (sd-kernels' CPU layers) then holds the only copy, so building never needs the read
+/// tensors and the built network in memory at the same time.
+enum TensorSource {
+    /// Tensors already read, each handed out once and then forgotten.
+    Read(std::sync::Mutex<crate::checkpoint::NamedTensors>),
+    /// A `.safetensors` file, read tensor by tensor as the network asks for them: one read
+    /// copy at a time instead of the whole network's.
+    Mapped(MappedSafetensors),
+}
 
-impl candle_nn::var_builder::SimpleBackend for TakeOnce {
+impl TensorSource {
+    fn read(tensors: crate::checkpoint::NamedTensors) -> Self {
+        TensorSource::Read(std::sync::Mutex::new(tensors))
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for TensorSource {
     fn get(
         &self,
         shape: candle_core::Shape,
@@ -170,29 +183,32 @@ impl candle_nn::var_builder::SimpleBackend for TakeOnce {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<candle_core::Tensor> {
-        let t = self
-            .0
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("weights lock poisoned".into()))?
-            .remove(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor {
-                path: name.to_string(),
-            })?;
+        let found = match self {
+            TensorSource::Read(tensors) => tensors
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("weights lock poisoned".into()))?
+                .remove(name),
+            TensorSource::Mapped(file) => file
+                .load(name)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+        };
+        let t = found.ok_or_else(|| candle_core::Error::CannotFindTensor {
+            path: name.to_string(),
+        })?;
         t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.lock().is_ok_and(|m| m.contains_key(name))
+        match self {
+            TensorSource::Read(tensors) => tensors.lock().is_ok_and(|m| m.contains_key(name)),
+            TensorSource::Mapped(file) => file.contains(name),
+        }
     }
 }
 
-/// A `VarBuilder` over `tensors` that gives each one out once (see [`TakeOnce`]).
-fn take_once(tensors: crate::checkpoint::NamedTensors, s: &BuildSettings) -> VarBuilder<'static> {
-    VarBuilder::from_backend(
-        Box::new(TakeOnce(std::sync::Mutex::new(tensors))),
-        s.dtype,
-        s.device.clone(),
-    )
+/// A `VarBuilder` over `source` (see [`TensorSource`]).
+fn take_once(source: TensorSource, s: &BuildSettings) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(source), s.dtype, s.device.clone())
 }
 
 fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipTextModel> {
@@ -204,7 +220,7 @@ fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipT
 /// The UNet from `tensors` (each dropped as soon as the network has packed it; `meta` gives
 /// the config).
 fn build_unet(
-    tensors: crate::checkpoint::NamedTensors,
+    tensors: TensorSource,
     meta: &ModelWeights,
     s: &BuildSettings,
 ) -> Result<UNet2DConditionModel> {
@@ -215,11 +231,7 @@ fn build_unet(
 }
 
 /// The VAE from `tensors` (as [`build_unet`]).
-fn build_vae(
-    tensors: crate::checkpoint::NamedTensors,
-    meta: &ModelWeights,
-    s: &BuildSettings,
-) -> Result<Vae> {
+fn build_vae(tensors: TensorSource, meta: &ModelWeights, s: &BuildSettings) -> Result<Vae> {
     let vae = AutoencoderKl::new(&meta.vae_config, take_once(tensors, s))
         .map_err(|e| Error::model("vae", e))?;
     Ok(Vae::new(vae, s.vae_tiling))
@@ -360,10 +372,24 @@ impl StableDiffusionBuilder {
             Origin::Source(source) if self.low_memory => source,
             Origin::Source(source) => {
                 let path = source.resolve(self.download_progress)?;
-                let weights = ModelWeights::open(&path, &self.load_options)?;
+                // A diffusers folder of .safetensors files is read network by network, tensor
+                // by tensor; a mix needs every tensor of both models, so it reads them all.
+                let mapped = match mixes.is_empty() && path.is_dir() {
+                    true => folder::mapped_networks(&path)?,
+                    false => None,
+                };
+                let options = match mapped {
+                    Some(_) => LoadOptions {
+                        only: Some(Component::TextEncoder),
+                        ..self.load_options.clone()
+                    },
+                    None => self.load_options.clone(),
+                };
+                let weights = ModelWeights::open(&path, &options)?;
                 let tokenizer = tokenizer_for(&path, &weights)?;
                 return Self::resident(
                     weights,
+                    mapped,
                     &mixes,
                     tokenizer,
                     source.name(),
@@ -380,6 +406,7 @@ impl StableDiffusionBuilder {
                 if !self.low_memory {
                     return Self::resident(
                         *weights,
+                        None,
                         &mixes,
                         *tokenizer,
                         name,
@@ -432,10 +459,12 @@ impl StableDiffusionBuilder {
         )
     }
 
-    /// Mixes in, then builds all three networks once.
+    /// Mixes in, then builds all three networks once. With `mapped`, the UNet and VAE are
+    /// read tensor by tensor from those files and `weights` holds the text encoder's only.
     #[allow(clippy::too_many_arguments)]
     fn resident(
         mut weights: ModelWeights,
+        mapped: Option<(MappedSafetensors, MappedSafetensors)>,
         mixes: &[(PathBuf, f64)],
         tokenizer: ClipTokenizer,
         name: String,
@@ -448,9 +477,14 @@ impl StableDiffusionBuilder {
         // copies only, so the read tensors would otherwise double the peak memory.
         let text_encoder = Arc::new(build_text_encoder(&weights, settings)?);
         weights.text_encoder.clear();
-        let unet_tensors = std::mem::take(&mut weights.unet);
+        let (unet_tensors, vae_tensors) = match mapped {
+            Some((unet, vae)) => (TensorSource::Mapped(unet), TensorSource::Mapped(vae)),
+            None => (
+                TensorSource::read(std::mem::take(&mut weights.unet)),
+                TensorSource::read(std::mem::take(&mut weights.vae)),
+            ),
+        };
         let denoiser = Arc::new(build_unet(unet_tensors, &weights, settings)?);
-        let vae_tensors = std::mem::take(&mut weights.vae);
         let autoencoder = Arc::new(build_vae(vae_tensors, &weights, settings)?);
         end_of_phase();
         let models = Models::Resident(Parts {
@@ -497,6 +531,7 @@ pub struct StableDiffusion {
     scheduler_config: SchedulerConfig,
     default_scheduler: SchedulerKind,
     kind: Option<ModelKind>,
+    unet_config: Option<UNet2DConditionConfig>,
     unet_in_channels: usize,
     sample_size: usize,
     device: Device,
@@ -560,6 +595,7 @@ impl StableDiffusion {
             scheduler_config: meta.scheduler_config.clone(),
             default_scheduler,
             kind: Some(meta.kind),
+            unet_config: Some(meta.unet_config.clone()),
             unet_in_channels: meta.unet_config.in_channels,
             sample_size: meta.unet_config.sample_size.unwrap_or(64) * VAE_SCALE,
             device,
@@ -584,6 +620,7 @@ impl StableDiffusion {
             models: Models::Resident(parts),
             scheduler_config,
             kind: None,
+            unet_config: None,
             sample_size,
             device,
             name: name.into(),
@@ -593,6 +630,11 @@ impl StableDiffusion {
     /// What the model is (None for [`from_parts`](Self::from_parts) pipelines).
     pub fn kind(&self) -> Option<ModelKind> {
         self.kind
+    }
+
+    /// The UNet's config (None for [`from_parts`](Self::from_parts) pipelines).
+    pub fn unet_config(&self) -> Option<&UNet2DConditionConfig> {
+        self.unet_config.as_ref()
     }
 
     /// The scheduler config every run starts from.

@@ -325,3 +325,63 @@ fn missing_models_name_the_path() {
         .unwrap_err();
     assert!(err.to_string().contains("no-such-model"), "{err}");
 }
+
+/// A copy of the tiny SD 1 folder under the target directory, its UNet weights rewritten by
+/// `edit` (the file's bytes).
+fn tiny_sd1_with_unet(
+    name: &str,
+    edit: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> Result<std::path::PathBuf> {
+    let src = pipeline_fixture("tiny-sd1");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["", "scheduler", "text_encoder", "tokenizer", "unet", "vae"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+        for entry in std::fs::read_dir(src.join(sub))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), dir.join(sub).join(entry.file_name()))?;
+            }
+        }
+    }
+    let unet = dir.join("unet/diffusion_pytorch_model.safetensors");
+    std::fs::write(&unet, edit(std::fs::read(&unet)?))?;
+    Ok(dir)
+}
+
+#[test]
+fn folder_networks_read_tensor_by_tensor_still_name_what_is_wrong() -> Result<()> {
+    // Truncated: the header no longer matches the file's length.
+    let dir = tiny_sd1_with_unet("cut-unet", |mut b| {
+        b.truncate(b.len() - 100);
+        b
+    })?;
+    let err = StableDiffusion::builder(dir.as_path())
+        .build()
+        .map(|_| ())
+        .unwrap_err();
+    let file = dir.join("unet/diffusion_pytorch_model.safetensors");
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+
+    // One tensor left out: the network says which.
+    let missing = "conv_in.weight";
+    let dir = tiny_sd1_with_unet("unet-without-conv-in", |b| {
+        let st = safetensors::SafeTensors::deserialize(&b).unwrap();
+        let kept: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n != missing)
+            .collect();
+        safetensors::serialize(kept, None).unwrap()
+    })?;
+    let err = StableDiffusion::builder(dir.as_path())
+        .build()
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains(missing), "{err}");
+    assert!(err.to_string().starts_with("unet"), "{err}");
+    Ok(())
+}

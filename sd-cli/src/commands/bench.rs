@@ -8,15 +8,12 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use sd_pipeline::candle_core::DType;
-use sd_pipeline::checkpoint::{Family, LoadOptions, ModelWeights};
 use sd_pipeline::request::{MAX_SIDE, MAX_STEPS};
-use sd_pipeline::sd_tokenize::{ClipTokenizer, Padding};
 use sd_pipeline::{GenerateRequest, ModelSource, StableDiffusion, StepProgress};
 use serde::Serialize;
 
@@ -224,31 +221,17 @@ fn random_unavailable(model: RandomModel) -> anyhow::Error {
     )
 }
 
-/// Reads the model as `sd generate` does and builds the networks; also returns the UNet's
+/// Reads the model and builds the networks as `sd generate` does; also returns the UNet's
 /// shape for the FLOP count.
 fn load(model: &str, precision: Precision) -> Result<(StableDiffusion, UnetShape)> {
-    let source = ModelSource::parse(model);
-    let path = source.resolve(true)?;
-    let weights = ModelWeights::open(&path, &LoadOptions::default())?;
-    let tokenizer = tokenizer_for(&path, &weights)?;
-    let unet = UnetShape::of(&weights)?;
-    let sd = StableDiffusion::builder_from_weights(weights, tokenizer, source.name())
+    let sd = StableDiffusion::builder(ModelSource::parse(model))
         .dtype(precision.dtype())
         .build()?;
+    let config = sd
+        .unet_config()
+        .context("the loaded pipeline has no UNet config")?;
+    let unet = UnetShape::of(config)?;
     Ok((sd, unet))
-}
-
-/// The tokenizer `StableDiffusion::builder` picks: a folder's own, else the bundled vocabulary
-/// padded as the family pads.
-fn tokenizer_for(path: &Path, weights: &ModelWeights) -> Result<ClipTokenizer> {
-    if path.is_dir() {
-        return Ok(ClipTokenizer::for_model_dir(&path.join("tokenizer"))?);
-    }
-    let padding = match weights.kind.family {
-        Family::Sd1 => Padding::Eos,
-        Family::Sd2 => Padding::Zero,
-    };
-    Ok(ClipTokenizer::default().with_padding(padding))
 }
 
 /// Each UNet call's time, from the instants of the step callbacks that follow the calls. The

@@ -10,6 +10,7 @@ use sd_vae::AutoencoderKlConfig;
 
 use super::ckpt::CkptFile;
 use super::detect::{Family, ModelKind};
+use super::mapped::MappedSafetensors;
 use super::{checkpoint_error, Component, ConfigOverride, ModelWeights, NamedTensors};
 use crate::error::Result;
 
@@ -18,7 +19,9 @@ fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
-fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
+/// The weights file of the network in `dir`: `{stem}.safetensors` first, then the fp16 and
+/// pickled (`.bin`) variants.
+fn weight_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     let names = [
         format!("{stem}.safetensors"),
         format!("{stem}.fp16.safetensors"),
@@ -26,8 +29,12 @@ fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
         format!("{stem}.fp16.bin"),
     ];
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let path = first_existing(dir, &refs)
-        .ok_or_else(|| checkpoint_error(dir, format!("no {stem}.safetensors (or .bin) weights")))?;
+    first_existing(dir, &refs)
+        .ok_or_else(|| checkpoint_error(dir, format!("no {stem}.safetensors (or .bin) weights")))
+}
+
+fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
+    let path = weight_file(dir, stem)?;
     if path.extension().is_some_and(|e| e == "bin") {
         let ckpt = CkptFile::open(&path)?;
         let names: Vec<String> = ckpt.tensor_infos().map(|(n, ..)| n.to_string()).collect();
@@ -36,41 +43,34 @@ fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
             .map(|n| Ok((n.clone(), ckpt.load(&n, &Device::Cpu)?)))
             .collect()
     } else {
-        read_safetensors(&path)
+        let file = MappedSafetensors::open(&path)?;
+        file.names()
+            .into_iter()
+            .map(|name| {
+                let tensor = file
+                    .load(&name)?
+                    .expect("a name from the file's own header");
+                Ok((name, tensor))
+            })
+            .collect()
     }
 }
 
-/// Every tensor of a `.safetensors` file, copied out of a memory map one at a time; the pages
-/// of each tensor are released right after its copy, so reading a 3.4 GB UNet never holds the
-/// file's pages and all the copies at once (candle's `load` reads the whole file first).
-fn read_safetensors(path: &Path) -> Result<NamedTensors> {
-    use candle_core::safetensors::Load;
-    let fail = |e: String| checkpoint_error(path, format!("cannot read weights: {e}"));
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    // SAFETY: read-only mapping, only read while this function runs; as with any mapping,
-    // the file must not be truncated meanwhile (a truncated read is caught by safetensors'
-    // length checks only up front).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| fail(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| fail(e.to_string()))?;
-    let page = 4096;
-    let mut out = NamedTensors::new();
-    for (name, view) in st.tensors() {
-        let tensor = view
-            .load(&Device::Cpu)
-            .map_err(|e| fail(format!("{name}: {e}")))?;
-        let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
-        let end = start + view.data().len();
-        let (first, last) = (start.div_ceil(page) * page, end / page * page);
-        if last > first {
-            // SAFETY: DONTNEED on a read-only file mapping only drops this process's copy of
-            // the pages (the data stays in the file and the page cache); nothing reads them.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
-            };
-        }
-        out.insert(name, tensor);
+/// The folder's UNet and VAE `.safetensors` files, opened for reading tensor by tensor, or
+/// `None` when either network is stored otherwise (pickled `.bin`).
+pub(crate) fn mapped_networks(
+    dir: &Path,
+) -> Result<Option<(MappedSafetensors, MappedSafetensors)>> {
+    let unet = weight_file(&dir.join("unet"), "diffusion_pytorch_model")?;
+    let vae = weight_file(&dir.join("vae"), "diffusion_pytorch_model")?;
+    let is_safetensors = |p: &Path| p.extension().is_some_and(|e| e == "safetensors");
+    if !(is_safetensors(&unet) && is_safetensors(&vae)) {
+        return Ok(None);
     }
-    Ok(out)
+    Ok(Some((
+        MappedSafetensors::open(&unet)?,
+        MappedSafetensors::open(&vae)?,
+    )))
 }
 
 fn read_json_config<T>(
