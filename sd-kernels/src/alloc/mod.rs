@@ -55,7 +55,9 @@ impl Drop for Uncached {
 }
 
 /// The caching allocator (see the module docs). `SD_ALLOC_CACHE_MB` sets the limit
-/// (default 1024 MiB; 0 turns caching off).
+/// (default 512 MiB; 0 turns caching off). The limit adds to the peak memory: random SD 1.5,
+/// 512² f32, peak RSS 5314 MiB at 1024, 4968 MiB at 512, UNet calls within the run-to-run
+/// noise (±10%) of each other.
 pub struct CachingAllocator;
 
 impl CachingAllocator {
@@ -68,7 +70,7 @@ impl CachingAllocator {
                 let mb = std::env::var("SD_ALLOC_CACHE_MB")
                     .ok()
                     .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(1024);
+                    .unwrap_or(512);
                 let bytes = mb << 20;
                 LIMIT.store(bytes + 1, Ordering::Relaxed);
                 bytes
