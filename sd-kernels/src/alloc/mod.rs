@@ -6,7 +6,7 @@
 //! loop asks for the same sizes every step, so keeping freed blocks of at least
 //! [`MIN_CACHED`] bytes and handing them back for a request of the same size removes nearly
 //! all of that work. At most [`CachingAllocator::limit`] bytes are kept; the rest goes back to
-//! the system. Blocks of 2 MiB and more come on transparent huge pages (see [`huge`]'s
+//! the system. Blocks of 2 MiB and more come on transparent huge pages (see the `huge` module's
 //! docs). A binary opts in:
 //!
 //! ```no_run
