@@ -13,7 +13,7 @@ use sd_pipeline::candle_core::{DType, Device};
 use sd_pipeline::checkpoint::ldm_names::ToDiffusers;
 use sd_pipeline::checkpoint::{detect, inspect, CkptFile, LoadOptions, ModelWeights, NameTable};
 use sd_pipeline::checkpoint::{Component, TensorInfo};
-use sd_pipeline::{Error, Result};
+use sd_pipeline::checkpoint::{Error, Result};
 
 /// `data` written to a file of its own, removed on drop.
 struct TempFile(PathBuf);

@@ -31,18 +31,10 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenize(sd_tokenize::Error),
 
-    /// A weights file or model folder could not be read, understood or written.
-    #[error("{path}: {message}")]
-    Checkpoint {
-        /// The file or folder.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        message: String,
-    },
-
-    /// Two models cannot be mixed: a tensor is missing from one or differs in shape.
-    #[error("model mixing: {0}")]
-    Merge(String),
+    /// A weights file or model folder could not be read, understood, mixed or written
+    /// (sd-checkpoint's error, message unchanged).
+    #[error(transparent)]
+    Checkpoint(#[from] sd_checkpoint::Error),
 
     /// A model given to mix in (see `StableDiffusionBuilder::mix`) could not be read or mixed.
     #[error("mixing in {model}: {error}")]

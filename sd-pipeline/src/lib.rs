@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod checkpoint;
 pub mod components;
 pub mod conditioning;
 pub mod denoise;
@@ -21,6 +20,7 @@ pub use model_source::ModelSource;
 pub use request::{Emphasis, GenerateRequest, GuidanceRule, ImageInput};
 pub use rng::{randn_per_sample, NormalKernel, TorchRng};
 /// The kernels crate, for binaries that opt into its caching allocator or report the ISA.
+pub use sd_checkpoint as checkpoint;
 pub use sd_kernels;
 pub use stable_diffusion::{Generated, Parts, StableDiffusion, StableDiffusionBuilder, Timings};
 

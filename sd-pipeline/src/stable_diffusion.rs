@@ -24,9 +24,9 @@ use sd_tokenize::{ClipTokenizer, Padding};
 use sd_unet::{AttentionMode, UNet2DConditionConfig, UNet2DConditionModel};
 use sd_vae::AutoencoderKl;
 
-use crate::checkpoint::mapped::MappedSafetensors;
 use crate::checkpoint::{
-    folder, merge, Component, Components, Family, LoadOptions, ModelKind, ModelWeights,
+    mapped_networks, merge, Component, Components, Family, LoadOptions, MappedSafetensors,
+    ModelKind, ModelWeights,
 };
 use crate::components::{Autoencoder, Denoiser, TextEncoder, Vae};
 use crate::conditioning::{encode_prompts, Conditioning};
@@ -375,7 +375,7 @@ impl StableDiffusionBuilder {
                 // A diffusers folder of .safetensors files is read network by network, tensor
                 // by tensor; a mix needs every tensor of both models, so it reads them all.
                 let mapped = match mixes.is_empty() && path.is_dir() {
-                    true => folder::mapped_networks(&path)?,
+                    true => mapped_networks(&path)?,
                     false => None,
                 };
                 let options = match mapped {
@@ -504,7 +504,8 @@ fn mix_into(
     options: &LoadOptions,
 ) -> Result<()> {
     for (index, (other, scale)) in mixes.iter().enumerate() {
-        let blame = |e| Error::mix(index, other.display().to_string(), e);
+        let blame =
+            |e: crate::checkpoint::Error| Error::mix(index, other.display().to_string(), e.into());
         let b = ModelWeights::open(other, options).map_err(blame)?;
         *weights = merge::weighted_sum(weights, &b, *scale, Components::All).map_err(blame)?;
     }

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use sd_pipeline::checkpoint::Error;
 use sd_pipeline::checkpoint::{
     self, ckpt::CkptFile, merge, ConfigOverride, Family, LoadOptions, ModelWeights, NamedTensors,
 };
-use sd_pipeline::Error;
 use sd_scheduler::PredictionType;
 use sd_unet::{DownBlockType, UpBlockType};
 

@@ -1,35 +1,4 @@
-//! Loading Stable Diffusion weights from the three on-disk layouts people have, mixing models,
-//! and writing them back.
-//!
-//! - [`load_single_file`]: an original (CompVis / LDM) single file, `.safetensors` or pickled
-//!   `.ckpt` (torch zip or legacy format), SD 1.x or 2.x, with or without EMA weights, in any
-//!   float dtype. Names go through the one LDM ↔ diffusers table in [`ldm_names`].
-//! - [`ModelWeights::from_diffusers_folder`]: a diffusers folder (`unet/`, `vae/`,
-//!   `text_encoder/`, `scheduler/`).
-//! - [`merge`]: weighted sums and add-difference of two or three models.
-//! - [`ModelWeights::save_diffusers_folder`], [`ModelWeights::save_single_file`]: writing.
-//! - [`inspect()`]: what a file is, without reading its tensors.
-//!
-//! Every tensor comes out in diffusers / transformers 5 names, in its stored dtype, on the CPU;
-//! make a model with `VarBuilder::from_tensors(weights.unet.clone(), dtype, &device)`.
-//! A single file has no tokenizer or scheduler: use `sd-tokenize`'s bundled CLIP vocabulary and
-//! the [`ModelWeights::scheduler_config`] chosen for the detected kind.
-//!
-//! Files loaded: LDM single files as `.safetensors` (f32 / f16 / bf16, memory-mapped), torch
-//! zip pickles (`torch.save` since 1.6) and torch legacy pickles (`_use_new_zipfile_serialization
-//! =False`, torch < 1.6), with the weights at the top level or under `state_dict`; SD 1.x
-//! (CLIP with or without the `text_model.` level), SD 2.x (OpenCLIP), inpainting (9 input
-//! channels), EMA copies (`model_ema.*`); diffusers folders with `.safetensors`, `.fp16.safetensors`
-//! or pickled `.bin` weights.
-//!
-//! Load time of a full-size SD 1.5-shaped file (random weights, 1.07 G parameters, f16, 2.1 GB,
-//! warm page cache, 2-core CPU; `cargo run --release --example load_checkpoint`): `.safetensors`
-//! 0.6-0.7 s, torch zip `.ckpt` 1.0-1.4 s; in f32 (4.3 GB) 2.7 s and 3.4 s (6.5 s each on first
-//! read). The `.ckpt` the example writes is read by `torch.load(weights_only=True)` as well.
-//!
-//! Pickles are read by the `pickle` module's allow-list reader: a `.ckpt` that names any global other
-//! than torch's tensor rebuilders, storage types and `collections.OrderedDict` is refused with
-//! an error naming that global, and nothing in the file is ever executed.
+#![doc = include_str!("../README.md")]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,15 +9,17 @@ use sd_scheduler::{PredictionType, SchedulerConfig};
 use sd_unet::UNet2DConditionConfig;
 use sd_vae::AutoencoderKlConfig;
 
-use crate::error::{Error, Result};
+mod error;
+
+pub use error::{Error, Result};
 
 pub mod ckpt;
 mod config_json;
 pub mod detect;
-pub(crate) mod folder;
+mod folder;
 pub mod inspect;
 pub mod ldm_names;
-pub(crate) mod mapped;
+mod mapped;
 pub mod merge;
 pub(crate) mod pickle;
 mod single_file;
@@ -57,8 +28,10 @@ mod write;
 
 pub use ckpt::{CkptFile, CkptFormat};
 pub use detect::{Family, ModelKind, TensorInfo};
+pub use folder::mapped_networks;
 pub use inspect::{inspect, Inspection};
 pub use ldm_names::{Component, NameTable, TextEncoderLayout};
+pub use mapped::MappedSafetensors;
 pub use merge::Components;
 pub use single_file::load_single_file;
 pub use source::FileFormat;

@@ -13,7 +13,7 @@ use super::checkpoint_error;
 use crate::error::Result;
 
 /// An open `.safetensors` file (header parsed and checked against the file's length).
-pub(crate) struct MappedSafetensors {
+pub struct MappedSafetensors {
     path: PathBuf,
     map: memmap2::Mmap,
     /// Where the tensor data begins (after the length prefix and the header).
@@ -23,7 +23,7 @@ pub(crate) struct MappedSafetensors {
 
 impl MappedSafetensors {
     /// Maps `path` and reads its header.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path) -> Result<Self> {
         let fail = |e: String| checkpoint_error(path, format!("cannot read weights: {e}"));
         let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
         // SAFETY: a read-only mapping; as with any mapping, the file must not be truncated
@@ -40,17 +40,17 @@ impl MappedSafetensors {
     }
 
     /// The tensors' names, in file order.
-    pub(crate) fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         self.metadata.offset_keys().into_iter().collect()
     }
 
     /// Whether the file has a tensor `name`.
-    pub(crate) fn contains(&self, name: &str) -> bool {
+    pub fn contains(&self, name: &str) -> bool {
         self.metadata.info(name).is_some()
     }
 
     /// A copy of tensor `name` (`None` when the file has none), in its stored dtype.
-    pub(crate) fn load(&self, name: &str) -> Result<Option<Tensor>> {
+    pub fn load(&self, name: &str) -> Result<Option<Tensor>> {
         let Some(info) = self.metadata.info(name) else {
             return Ok(None);
         };

@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use sd_pipeline::checkpoint::{self, Family, LoadOptions, ModelKind, ModelWeights, NamedTensors};
+use sd_checkpoint::{
+    self as checkpoint, Family, LoadOptions, ModelKind, ModelWeights, NamedTensors,
+};
 
 fn named(varmap: &VarMap) -> NamedTensors {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());

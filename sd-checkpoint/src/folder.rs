@@ -58,9 +58,7 @@ fn read_tensors(dir: &Path, stem: &str) -> Result<NamedTensors> {
 
 /// The folder's UNet and VAE `.safetensors` files, opened for reading tensor by tensor, or
 /// `None` when either network is stored otherwise (pickled `.bin`).
-pub(crate) fn mapped_networks(
-    dir: &Path,
-) -> Result<Option<(MappedSafetensors, MappedSafetensors)>> {
+pub fn mapped_networks(dir: &Path) -> Result<Option<(MappedSafetensors, MappedSafetensors)>> {
     let unet = weight_file(&dir.join("unet"), "diffusion_pytorch_model")?;
     let vae = weight_file(&dir.join("vae"), "diffusion_pytorch_model")?;
     let is_safetensors = |p: &Path| p.extension().is_some_and(|e| e == "safetensors");
