@@ -47,6 +47,14 @@ pub enum Error {
         error: Box<Error>,
     },
 
+    /// A LoRA file does not fit the model: layers it lacks, or keys of no known module
+    /// (only an error when strict; see `StableDiffusionBuilder::lora_strict`).
+    #[error("LoRA: {message}")]
+    Lora {
+        /// What does not fit, naming the files and keys.
+        message: String,
+    },
+
     /// A generation request is out of range (the field named is at fault).
     #[error("{field}: {message}")]
     InvalidRequest {

@@ -25,8 +25,8 @@ use sd_unet::{AttentionMode, UNet2DConditionConfig, UNet2DConditionModel};
 use sd_vae::AutoencoderKl;
 
 use crate::checkpoint::{
-    mapped_networks, merge, Component, Components, Family, LoadOptions, MappedSafetensors,
-    ModelKind, ModelWeights,
+    mapped_networks, merge, Component, Components, Family, LoadOptions, LoraFile, LoraStack,
+    MappedSafetensors, ModelKind, ModelWeights, Multipliers,
 };
 use crate::components::{Autoencoder, Denoiser, TextEncoder, Vae};
 use crate::conditioning::{encode_prompts, Conditioning};
@@ -59,6 +59,8 @@ struct BuildSettings {
     device: Device,
     attention: AttentionMode,
     vae_tiling: bool,
+    /// LoRA files merged into the weights as each network is built.
+    lora: Option<Arc<LoraStack>>,
 }
 
 /// Where networks built on demand take their weights from.
@@ -125,7 +127,7 @@ impl Models {
             Models::OnDemand { store, settings } => {
                 let _uncached = CachingAllocator::uncached();
                 let mut weights = store.weights(Component::Unet)?.into_owned();
-                let tensors = TensorSource::read(std::mem::take(&mut weights.unet));
+                let tensors = TensorStore::read(std::mem::take(&mut weights.unet));
                 Ok(Arc::new(build_unet(tensors, &weights, settings)?))
             }
         }
@@ -137,7 +139,7 @@ impl Models {
             Models::OnDemand { store, settings } => {
                 let _uncached = CachingAllocator::uncached();
                 let mut weights = store.weights(Component::Vae)?.into_owned();
-                let tensors = TensorSource::read(std::mem::take(&mut weights.vae));
+                let tensors = TensorStore::read(std::mem::take(&mut weights.vae));
                 Ok(Arc::new(build_vae(tensors, &weights, settings)?))
             }
         }
@@ -147,7 +149,7 @@ impl Models {
 /// Where a network's tensors come from while it is built. A network that packs its weights
 /// (sd-kernels' CPU layers) then holds the only copy, so building never needs the read
 /// tensors and the built network in memory at the same time.
-enum TensorSource {
+enum TensorStore {
     /// Tensors already read, each handed out once and then forgotten.
     Read(std::sync::Mutex<crate::checkpoint::NamedTensors>),
     /// A `.safetensors` file, read tensor by tensor as the network asks for them: one read
@@ -155,10 +157,18 @@ enum TensorSource {
     Mapped(MappedSafetensors),
 }
 
-impl TensorSource {
+impl TensorStore {
     fn read(tensors: crate::checkpoint::NamedTensors) -> Self {
-        TensorSource::Read(std::sync::Mutex::new(tensors))
+        TensorStore::Read(std::sync::Mutex::new(tensors))
     }
+}
+
+/// One network's tensors as it is built: from a [`TensorStore`], with the LoRA files (if any)
+/// merged into each weight as it is handed out.
+struct TensorSource {
+    store: TensorStore,
+    network: Component,
+    lora: Option<Arc<LoraStack>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for TensorSource {
@@ -183,36 +193,50 @@ impl candle_nn::var_builder::SimpleBackend for TensorSource {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<candle_core::Tensor> {
-        let found = match self {
-            TensorSource::Read(tensors) => tensors
+        let found = match &self.store {
+            TensorStore::Read(tensors) => tensors
                 .lock()
                 .map_err(|_| candle_core::Error::Msg("weights lock poisoned".into()))?
                 .remove(name),
-            TensorSource::Mapped(file) => file
+            TensorStore::Mapped(file) => file
                 .load(name)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
         };
-        let t = found.ok_or_else(|| candle_core::Error::CannotFindTensor {
+        let mut t = found.ok_or_else(|| candle_core::Error::CannotFindTensor {
             path: name.to_string(),
         })?;
+        if let Some(lora) = &self.lora {
+            t = lora
+                .apply(self.network, name, t)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        }
         t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        match self {
-            TensorSource::Read(tensors) => tensors.lock().is_ok_and(|m| m.contains_key(name)),
-            TensorSource::Mapped(file) => file.contains(name),
+        match &self.store {
+            TensorStore::Read(tensors) => tensors.lock().is_ok_and(|m| m.contains_key(name)),
+            TensorStore::Mapped(file) => file.contains(name),
         }
     }
 }
 
-/// A `VarBuilder` over `source` (see [`TensorSource`]).
-fn take_once(source: TensorSource, s: &BuildSettings) -> VarBuilder<'static> {
+/// A `VarBuilder` over `store`, with the LoRA files applied (see [`TensorSource`]).
+fn take_once(store: TensorStore, network: Component, s: &BuildSettings) -> VarBuilder<'static> {
+    let source = TensorSource {
+        store,
+        network,
+        lora: s.lora.clone(),
+    };
     VarBuilder::from_backend(Box::new(source), s.dtype, s.device.clone())
 }
 
 fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipTextModel> {
-    let vb = VarBuilder::from_tensors(weights.text_encoder.clone(), s.dtype, &s.device);
+    let mut tensors = weights.text_encoder.clone();
+    if let Some(lora) = &s.lora {
+        lora.apply_all(Component::TextEncoder, &mut tensors)?;
+    }
+    let vb = VarBuilder::from_tensors(tensors, s.dtype, &s.device);
     ClipTextModel::new(&weights.text_encoder_config, vb)
         .map_err(|e| Error::model("text_encoder", e))
 }
@@ -220,19 +244,20 @@ fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipT
 /// The UNet from `tensors` (each dropped as soon as the network has packed it; `meta` gives
 /// the config).
 fn build_unet(
-    tensors: TensorSource,
+    tensors: TensorStore,
     meta: &ModelWeights,
     s: &BuildSettings,
 ) -> Result<UNet2DConditionModel> {
-    let mut unet = UNet2DConditionModel::new(&meta.unet_config, take_once(tensors, s))
-        .map_err(|e| Error::model("unet", e))?;
+    let mut unet =
+        UNet2DConditionModel::new(&meta.unet_config, take_once(tensors, Component::Unet, s))
+            .map_err(|e| Error::model("unet", e))?;
     unet.set_attention_mode(s.attention);
     Ok(unet)
 }
 
 /// The VAE from `tensors` (as [`build_unet`]).
-fn build_vae(tensors: TensorSource, meta: &ModelWeights, s: &BuildSettings) -> Result<Vae> {
-    let vae = AutoencoderKl::new(&meta.vae_config, take_once(tensors, s))
+fn build_vae(tensors: TensorStore, meta: &ModelWeights, s: &BuildSettings) -> Result<Vae> {
+    let vae = AutoencoderKl::new(&meta.vae_config, take_once(tensors, Component::Vae, s))
         .map_err(|e| Error::model("vae", e))?;
     Ok(Vae::new(vae, s.vae_tiling))
 }
@@ -290,6 +315,8 @@ pub struct StableDiffusionBuilder {
     low_memory: bool,
     load_options: LoadOptions,
     mixes: Vec<(ModelSource, f64)>,
+    loras: Vec<(PathBuf, Multipliers)>,
+    lora_strict: bool,
     download_progress: bool,
 }
 
@@ -347,15 +374,65 @@ impl StableDiffusionBuilder {
         self
     }
 
+    /// Merges a LoRA / LyCORIS file (kohya, diffusers / PEFT, LoHa, LoKr; `.safetensors` or
+    /// `.pt`) into the weights as the networks are built, at `multipliers` (calls add files:
+    /// `W + Σ multiplier · ΔW`). A prompt's `<lora:NAME:…>` tag must then name one of these
+    /// files (by file name without extension) at the same multipliers.
+    pub fn lora(mut self, path: impl Into<PathBuf>, multipliers: Multipliers) -> Self {
+        self.loras.push((path.into(), multipliers));
+        self
+    }
+
+    /// Makes LoRA keys of no known module, and modules for layers the model lacks, an error
+    /// (default: they are skipped, and listed by [`StableDiffusion::lora_unmatched`]).
+    pub fn lora_strict(mut self, strict: bool) -> Self {
+        self.lora_strict = strict;
+        self
+    }
+
     /// Shows download progress bars when a Hub model is fetched (default: off).
     pub fn download_progress(mut self, show: bool) -> Self {
         self.download_progress = show;
         self
     }
 
-    /// Resolves and reads the model (and any models to mix), then builds the networks. In
-    /// low-memory mode a model on disk is only opened here for its configs and tokenizer.
-    pub fn build(self) -> Result<StableDiffusion> {
+    /// Resolves and reads the model (and any models to mix, and LoRA files), then builds the
+    /// networks. In low-memory mode a model on disk is only opened here for its configs and
+    /// tokenizer (so LoRA layers the model lacks are found at the first generation).
+    pub fn build(mut self) -> Result<StableDiffusion> {
+        let strict = self.lora_strict;
+        let mut stack = LoraStack::new();
+        let mut names = Vec::new();
+        for (path, multipliers) in &self.loras {
+            let file = LoraFile::open(path)?;
+            if strict && !file.unknown_keys().is_empty() {
+                return Err(Error::Lora {
+                    message: format!(
+                        "{}: keys of no known LoRA module: {}",
+                        path.display(),
+                        file.unknown_keys().join(", ")
+                    ),
+                });
+            }
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            names.push((stem.unwrap_or_default(), *multipliers));
+            stack.push(file, *multipliers);
+        }
+        let stack = (!stack.is_empty()).then(|| Arc::new(stack));
+        self.settings.lora = stack.clone();
+        let mut sd = self.build_networks()?;
+        sd.lora = stack.map(|stack| LoadedLoras {
+            stack,
+            names,
+            strict,
+        });
+        if matches!(sd.models, Models::Resident(_)) {
+            sd.check_lora_matches()?;
+        }
+        Ok(sd)
+    }
+
+    fn build_networks(self) -> Result<StableDiffusion> {
         let _uncached = CachingAllocator::uncached();
         let mixes = self
             .mixes
@@ -478,10 +555,10 @@ impl StableDiffusionBuilder {
         let text_encoder = Arc::new(build_text_encoder(&weights, settings)?);
         weights.text_encoder.clear();
         let (unet_tensors, vae_tensors) = match mapped {
-            Some((unet, vae)) => (TensorSource::Mapped(unet), TensorSource::Mapped(vae)),
+            Some((unet, vae)) => (TensorStore::Mapped(unet), TensorStore::Mapped(vae)),
             None => (
-                TensorSource::read(std::mem::take(&mut weights.unet)),
-                TensorSource::read(std::mem::take(&mut weights.vae)),
+                TensorStore::read(std::mem::take(&mut weights.unet)),
+                TensorStore::read(std::mem::take(&mut weights.vae)),
             ),
         };
         let denoiser = Arc::new(build_unet(unet_tensors, &weights, settings)?);
@@ -525,8 +602,17 @@ fn tokenizer_for(path: &std::path::Path, weights: &ModelWeights) -> Result<ClipT
     Ok(ClipTokenizer::default().with_padding(padding))
 }
 
+/// The LoRA files a pipeline was built with.
+struct LoadedLoras {
+    stack: Arc<LoraStack>,
+    /// Each file's name (without extension) and multipliers, for the prompts' tags.
+    names: Vec<(String, Multipliers)>,
+    strict: bool,
+}
+
 /// A loaded Stable Diffusion 1.x / 2.x model.
 pub struct StableDiffusion {
+    lora: Option<LoadedLoras>,
     tokenizer: ClipTokenizer,
     models: Models,
     scheduler_config: SchedulerConfig,
@@ -568,11 +654,14 @@ impl StableDiffusion {
                 device: Device::Cpu,
                 attention: AttentionMode::default(),
                 vae_tiling: false,
+                lora: None,
             },
             scheduler: None,
             low_memory: false,
             load_options: LoadOptions::default(),
             mixes: Vec::new(),
+            loras: Vec::new(),
+            lora_strict: false,
             download_progress: false,
         }
     }
@@ -591,6 +680,7 @@ impl StableDiffusion {
             None => meta.scheduler_config.default_kind()?,
         };
         Ok(Self {
+            lora: None,
             tokenizer,
             models,
             scheduler_config: meta.scheduler_config.clone(),
@@ -615,6 +705,7 @@ impl StableDiffusion {
         name: impl Into<String>,
     ) -> Result<Self> {
         Ok(Self {
+            lora: None,
             default_scheduler: scheduler_config.default_kind()?,
             unet_in_channels: parts.denoiser.in_channels(),
             tokenizer,
@@ -663,6 +754,78 @@ impl StableDiffusion {
         &self.name
     }
 
+    /// The LoRA files merged in, by name (file name without extension), with their multipliers.
+    pub fn loras(&self) -> Vec<(String, Multipliers)> {
+        self.lora
+            .as_ref()
+            .map(|l| l.names.clone())
+            .unwrap_or_default()
+    }
+
+    /// LoRA modules that found no layer in this model, as `file: network layer` (in low-memory
+    /// mode: known after the first generation).
+    pub fn lora_unmatched(&self) -> Vec<String> {
+        self.lora
+            .as_ref()
+            .map(|l| l.stack.unmatched())
+            .unwrap_or_default()
+    }
+
+    /// In strict mode, an error listing the LoRA modules that found no layer.
+    fn check_lora_matches(&self) -> Result<()> {
+        let Some(lora) = self.lora.as_ref().filter(|l| l.strict) else {
+            return Ok(());
+        };
+        let unmatched = lora.stack.unmatched();
+        if unmatched.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Lora {
+            message: format!(
+                "{} modules change layers this model does not have: {}",
+                unmatched.len(),
+                unmatched.join(", ")
+            ),
+        })
+    }
+
+    /// `text` without its `<lora:…>` tags, each checked against the LoRA files loaded.
+    fn without_lora_tags(&self, field: &'static str, text: &str) -> Result<String> {
+        let (text, tags) = sd_prompt::split_lora_tags(text).map_err(Error::Prompt)?;
+        let loaded = self.loras();
+        for tag in tags {
+            let wanted = Multipliers {
+                text_encoder: tag.text_encoder,
+                unet: tag.unet,
+            };
+            if !loaded
+                .iter()
+                .any(|(name, m)| *name == tag.name && *m == wanted)
+            {
+                let have: Vec<String> = loaded
+                    .iter()
+                    .map(|(n, m)| format!("{n} (te {}, unet {})", m.text_encoder, m.unet))
+                    .collect();
+                return Err(Error::request(
+                    field,
+                    format!(
+                        "<lora:{}:{}:{}> asks for a LoRA this pipeline was not built with \
+                         (LoRAs are merged when the model loads; loaded: {})",
+                        tag.name,
+                        tag.text_encoder,
+                        tag.unet,
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(text)
+    }
+
     /// Generates `request.batch_size` images. `callback` sees every step and can cancel the run
     /// by returning `ControlFlow::Break(())` ([`Error::Cancelled`]).
     pub fn generate(
@@ -692,13 +855,16 @@ impl StableDiffusion {
         let mut timings = Timings::default();
 
         let clock = Instant::now();
+        let prompt = self.without_lora_tags("prompt", &request.prompt)?;
+        let negative_prompt =
+            self.without_lora_tags("negative_prompt", &request.negative_prompt)?;
         let conditioning = {
             let text_encoder = self.models.text_encoder()?;
             encode_prompts(
                 &self.tokenizer,
                 text_encoder.as_ref(),
-                &request.prompt,
-                guided.then_some(request.negative_prompt.as_str()),
+                &prompt,
+                guided.then_some(negative_prompt.as_str()),
                 batch,
                 request.clip_skip,
                 request.emphasis,
@@ -772,6 +938,10 @@ impl StableDiffusion {
             )?
         };
         end_of_phase();
+        if matches!(self.models, Models::OnDemand { .. }) {
+            // Both LoRA targets (text encoder, UNet) have now been built.
+            self.check_lora_matches()?;
+        }
         timings.denoising = clock.elapsed();
         timings.model_calls = calls;
         Error::check_finite(

@@ -23,6 +23,14 @@ pub enum Error {
         /// The product of its weights, computed in f64.
         weight: f64,
     },
+    /// A `<lora:…>` tag that cannot be read.
+    #[error("prompt tag {tag}: {message}")]
+    LoraTag {
+        /// The tag as written.
+        tag: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A slice handed to a weighting function has the wrong length.
     #[error("{what} has {got} values, expected {expected}")]
     Shape {
