@@ -402,7 +402,6 @@ impl StableDiffusionBuilder {
     pub fn build(mut self) -> Result<StableDiffusion> {
         let strict = self.lora_strict;
         let mut stack = LoraStack::new();
-        let mut names = Vec::new();
         for (path, multipliers) in &self.loras {
             let file = LoraFile::open(path)?;
             if strict && !file.unknown_keys().is_empty() {
@@ -414,18 +413,12 @@ impl StableDiffusionBuilder {
                     ),
                 });
             }
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-            names.push((stem.unwrap_or_default(), *multipliers));
             stack.push(file, *multipliers);
         }
         let stack = (!stack.is_empty()).then(|| Arc::new(stack));
         self.settings.lora = stack.clone();
         let mut sd = self.build_networks()?;
-        sd.lora = stack.map(|stack| LoadedLoras {
-            stack,
-            names,
-            strict,
-        });
+        sd.lora = stack.map(|stack| LoadedLoras { stack, strict });
         if matches!(sd.models, Models::Resident(_)) {
             sd.check_lora_matches()?;
         }
@@ -605,8 +598,6 @@ fn tokenizer_for(path: &std::path::Path, weights: &ModelWeights) -> Result<ClipT
 /// The LoRA files a pipeline was built with.
 struct LoadedLoras {
     stack: Arc<LoraStack>,
-    /// Each file's name (without extension) and multipliers, for the prompts' tags.
-    names: Vec<(String, Multipliers)>,
     strict: bool,
 }
 
@@ -756,10 +747,16 @@ impl StableDiffusion {
 
     /// The LoRA files merged in, by name (file name without extension), with their multipliers.
     pub fn loras(&self) -> Vec<(String, Multipliers)> {
-        self.lora
-            .as_ref()
-            .map(|l| l.names.clone())
-            .unwrap_or_default()
+        let Some(lora) = &self.lora else {
+            return Vec::new();
+        };
+        lora.stack
+            .files()
+            .map(|(file, multipliers)| {
+                let stem = file.path().file_stem().unwrap_or_default();
+                (stem.to_string_lossy().into_owned(), multipliers)
+            })
+            .collect()
     }
 
     /// LoRA modules that found no layer in this model, as `file: network layer` (in low-memory

@@ -147,11 +147,4 @@ impl LoraStack {
         }
         out
     }
-
-    /// Forgets which modules matched (before a model is loaded again with the same stack).
-    pub fn reset_matches(&self) {
-        if let Ok(mut matched) = self.matched.lock() {
-            matched.clear();
-        }
-    }
 }
