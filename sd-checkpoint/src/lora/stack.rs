@@ -1,6 +1,8 @@
 //! Several LoRA files applied to a model's weights as they are loaded ("merged at load"):
-//! each weight tensor a module targets becomes `W + Σ multiplier · ΔW`, computed in f32 and
-//! stored back in the tensor's dtype. A multiplier of 0 leaves the tensor as it was, bit for bit.
+//! each weight tensor a module targets becomes `W + Σ multiplier · ΔW`, computed and returned in
+//! f32 (the caller casts once, to the dtype it computes in: rounding the sum back to a
+//! half-precision file's dtype first would round twice, as diffusers, merging in float32, does
+//! not). A multiplier of 0 leaves the tensor as it was, bit for bit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -77,8 +79,9 @@ impl LoraStack {
         self.files.iter().map(|(f, m)| (f, *m))
     }
 
-    /// Weight tensor `name` of `network` with every module that targets it applied (the tensor
-    /// itself when none does, or all their multipliers are 0). Only `*.weight` tensors change.
+    /// Weight tensor `name` of `network` with every module that targets it applied, in f32 (the
+    /// tensor itself, in its own dtype, when none does or all their multipliers are 0). Only
+    /// `*.weight` tensors change.
     ///
     /// # Errors
     /// When a module's change does not fit the tensor's shape: the message names the LoRA file,
@@ -114,10 +117,7 @@ impl LoraStack {
             };
             sum = Some((base + delta)?);
         }
-        match sum {
-            Some(s) => Ok(s.to_dtype(weight.dtype())?),
-            None => Ok(weight),
-        }
+        Ok(sum.unwrap_or(weight))
     }
 
     /// [`apply`](Self::apply) to every tensor of `tensors` (one network's).
