@@ -25,6 +25,7 @@ pub mod merge;
 pub(crate) mod pickle;
 mod single_file;
 mod source;
+pub mod textual_inversion;
 mod write;
 
 pub use ckpt::{CkptFile, CkptFormat};
@@ -37,6 +38,7 @@ pub use mapped::MappedSafetensors;
 pub use merge::Components;
 pub use single_file::load_single_file;
 pub use source::FileFormat;
+pub use textual_inversion::{EmbeddingLayout, TextualInversion};
 
 /// Tensors by diffusers / transformers name.
 pub type NamedTensors = HashMap<String, Tensor>;

@@ -70,14 +70,17 @@ impl Source {
         if read < 9 {
             return Err(fail(format!("only {read} bytes long: not a weights file")));
         }
-        if head.starts_with(b"PK\x03\x04") || head[0] == 0x80 {
-            return Ok(Self::Ckpt(CkptFile::open(path)?));
-        }
-        if head[8] == b'{' {
+        // A safetensors header is JSON after its 8-byte length: checked first, since a length
+        // whose low byte is 0x80 (a 128-byte header, say) starts like a pickle.
+        let header_len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+        if head[8] == b'{' && header_len < 1 << 32 {
             // SAFETY: read-only map; the file must not be truncated while mapped (as in candle).
             let st = unsafe { MmapedSafetensors::new(path) }
                 .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
             return Ok(Self::Safetensors(path.to_path_buf(), st));
+        }
+        if head.starts_with(b"PK\x03\x04") || head[0] == 0x80 {
+            return Ok(Self::Ckpt(CkptFile::open(path)?));
         }
         Err(fail(
             "neither a safetensors file nor a PyTorch checkpoint (unknown first bytes)".into(),

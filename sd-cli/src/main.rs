@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod commands;
+mod extra_networks;
 mod output_path;
 mod peak_memory;
 mod png_output;

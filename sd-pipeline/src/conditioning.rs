@@ -10,8 +10,9 @@ use sd_tokenize::{ClipTokenizer, Window};
 
 use crate::components::TextEncoder;
 use crate::error::{Error, Result};
-use crate::prompt::{pad_to_same_windows, prompt_windows};
+use crate::prompt::{pad_to_same_windows, prompt_windows_with};
 use crate::request::Emphasis;
+use crate::textual_inversion::Embeddings;
 
 /// What the UNet is conditioned on for a whole run.
 #[derive(Debug, Clone)]
@@ -24,9 +25,11 @@ pub struct Conditioning {
 }
 
 /// Tokenizes and encodes `prompt` (and `negative_prompt` when `guided`) for a batch of
-/// `batch_size` images.
+/// `batch_size` images; the words of `embeddings` stand for their vectors.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_prompts(
     tokenizer: &ClipTokenizer,
+    embeddings: &Embeddings,
     text_encoder: &dyn TextEncoder,
     prompt: &str,
     negative_prompt: Option<&str>,
@@ -34,13 +37,15 @@ pub fn encode_prompts(
     clip_skip: usize,
     emphasis: Emphasis,
 ) -> Result<Conditioning> {
-    let mut cond = prompt_windows(tokenizer, prompt)?;
+    let mut cond = prompt_windows_with(tokenizer, embeddings, prompt)?;
     let mut uncond = match negative_prompt {
         // Its errors name the negative prompt (`--negative-prompt`), not the prompt.
-        Some(negative) => prompt_windows(tokenizer, negative).map_err(|e| match e {
-            Error::Prompt(e) => Error::request("negative-prompt", e.to_string()),
-            other => other,
-        })?,
+        Some(negative) => {
+            prompt_windows_with(tokenizer, embeddings, negative).map_err(|e| match e {
+                Error::Prompt(e) => Error::request("negative-prompt", e.to_string()),
+                other => other,
+            })?
+        }
         None => Vec::new(),
     };
     if negative_prompt.is_some() {

@@ -55,6 +55,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A textual-inversion embedding does not fit the model (wrong width, a name taken twice).
+    #[error("{path}: {message}")]
+    Embedding {
+        /// The embedding file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A generation request is out of range (the field named is at fault).
     #[error("{field}: {message}")]
     InvalidRequest {

@@ -11,6 +11,7 @@ pub mod prompt;
 pub mod request;
 pub mod rng;
 pub mod stable_diffusion;
+pub mod textual_inversion;
 
 pub use components::{Autoencoder, Denoiser, TextEncoder};
 pub use denoise::StepProgress;

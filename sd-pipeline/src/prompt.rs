@@ -9,6 +9,7 @@ use sd_prompt::Chunk;
 use sd_tokenize::{ClipTokenizer, PromptPiece, Window};
 
 use crate::error::Result;
+use crate::textual_inversion::Embeddings;
 
 /// The weighted tokens of `prompt`, in order, with its breaks; no bos/eos.
 ///
@@ -16,15 +17,24 @@ use crate::error::Result;
 /// The prompt's weights overflow `f32` ([`sd_prompt::Error::WeightOutOfRange`]), or the
 /// tokenizer fails on a span.
 pub fn prompt_pieces(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<PromptPiece>> {
+    prompt_pieces_with(tokenizer, &Embeddings::default(), prompt)
+}
+
+/// [`prompt_pieces`] with the words of `embeddings` (within one span) as their vectors' slots.
+///
+/// # Errors
+/// As [`prompt_pieces`].
+pub fn prompt_pieces_with(
+    tokenizer: &ClipTokenizer,
+    embeddings: &Embeddings,
+    prompt: &str,
+) -> Result<Vec<PromptPiece>> {
     let mut pieces = Vec::new();
     for chunk in sd_prompt::parse(prompt)? {
         match chunk {
             Chunk::Text(span) => {
                 let ids = tokenizer.tokenize(&span.text)?;
-                pieces.extend(ids.into_iter().map(|id| PromptPiece::Token {
-                    id,
-                    weight: span.weight,
-                }));
+                pieces.extend(embeddings.pieces(&ids, span.weight));
             }
             Chunk::Break => pieces.push(PromptPiece::Break),
         }
@@ -39,7 +49,19 @@ pub fn prompt_pieces(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Prom
 /// # Errors
 /// As [`prompt_pieces`].
 pub fn prompt_windows(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Window>> {
-    Ok(tokenizer.windows(&prompt_pieces(tokenizer, prompt)?))
+    prompt_windows_with(tokenizer, &Embeddings::default(), prompt)
+}
+
+/// [`prompt_windows`] with textual-inversion embeddings (see [`prompt_pieces_with`]).
+///
+/// # Errors
+/// As [`prompt_pieces`].
+pub fn prompt_windows_with(
+    tokenizer: &ClipTokenizer,
+    embeddings: &Embeddings,
+    prompt: &str,
+) -> Result<Vec<Window>> {
+    Ok(tokenizer.windows(&prompt_pieces_with(tokenizer, embeddings, prompt)?))
 }
 
 /// Gives `cond` and `uncond` the same number of windows by appending windows of the empty prompt

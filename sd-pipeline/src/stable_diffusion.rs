@@ -37,6 +37,7 @@ use crate::infotext::Infotext;
 use crate::model_source::ModelSource;
 use crate::request::{GenerateRequest, ImageInput};
 use crate::rng::TorchRng;
+use crate::textual_inversion::Embeddings;
 
 /// Pixels per latent cell (SD 1.x / 2.x VAEs downsample by 8).
 pub const VAE_SCALE: usize = 8;
@@ -61,6 +62,8 @@ struct BuildSettings {
     vae_tiling: bool,
     /// LoRA files merged into the weights as each network is built.
     lora: Option<Arc<LoraStack>>,
+    /// Textual-inversion rows added to the text encoder's token table.
+    embeddings: Arc<Embeddings>,
 }
 
 /// Where networks built on demand take their weights from.
@@ -236,9 +239,11 @@ fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipT
     if let Some(lora) = &s.lora {
         lora.apply_all(Component::TextEncoder, &mut tensors)?;
     }
+    let config = s
+        .embeddings
+        .extend(&mut tensors, &weights.text_encoder_config)?;
     let vb = VarBuilder::from_tensors(tensors, s.dtype, &s.device);
-    ClipTextModel::new(&weights.text_encoder_config, vb)
-        .map_err(|e| Error::model("text_encoder", e))
+    ClipTextModel::new(&config, vb).map_err(|e| Error::model("text_encoder", e))
 }
 
 /// The UNet from `tensors` (each dropped as soon as the network has packed it; `meta` gives
@@ -317,6 +322,7 @@ pub struct StableDiffusionBuilder {
     mixes: Vec<(ModelSource, f64)>,
     loras: Vec<(PathBuf, Multipliers)>,
     lora_strict: bool,
+    embedding_files: Vec<PathBuf>,
     download_progress: bool,
 }
 
@@ -390,6 +396,14 @@ impl StableDiffusionBuilder {
         self
     }
 
+    /// Adds a textual-inversion embedding (A1111 `.pt` / `.safetensors`, diffusers `.bin`):
+    /// its file name without extension, written as a word in a prompt or negative prompt,
+    /// then stands for its vectors (calls add files).
+    pub fn embedding(mut self, path: impl Into<PathBuf>) -> Self {
+        self.embedding_files.push(path.into());
+        self
+    }
+
     /// Shows download progress bars when a Hub model is fetched (default: off).
     pub fn download_progress(mut self, show: bool) -> Self {
         self.download_progress = show;
@@ -457,13 +471,15 @@ impl StableDiffusionBuilder {
                 };
                 let weights = ModelWeights::open(&path, &options)?;
                 let tokenizer = tokenizer_for(&path, &weights)?;
+                let settings =
+                    with_embeddings(&self.settings, &self.embedding_files, &tokenizer, &weights)?;
                 return Self::resident(
                     weights,
                     mapped,
                     &mixes,
                     tokenizer,
                     source.name(),
-                    &self.settings,
+                    &settings,
                     &self.load_options,
                     self.scheduler,
                 );
@@ -473,6 +489,8 @@ impl StableDiffusionBuilder {
                 tokenizer,
                 name,
             } => {
+                let settings =
+                    with_embeddings(&self.settings, &self.embedding_files, &tokenizer, &weights)?;
                 if !self.low_memory {
                     return Self::resident(
                         *weights,
@@ -480,21 +498,23 @@ impl StableDiffusionBuilder {
                         &mixes,
                         *tokenizer,
                         name,
-                        &self.settings,
+                        &settings,
                         &self.load_options,
                         self.scheduler,
                     );
                 }
                 let mut weights = *weights;
                 mix_into(&mut weights, &mixes, &self.load_options)?;
-                let device = self.settings.device.clone();
+                let device = settings.device.clone();
+                let embeddings = settings.embeddings.clone();
                 let models = Models::OnDemand {
                     store: WeightStore::Memory(Box::new(weights.clone())),
-                    settings: self.settings,
+                    settings,
                 };
                 return StableDiffusion::assemble(
                     &weights,
                     models,
+                    embeddings,
                     *tokenizer,
                     name,
                     self.scheduler,
@@ -510,18 +530,21 @@ impl StableDiffusionBuilder {
         };
         let meta = ModelWeights::open(&path, &probe)?;
         let tokenizer = tokenizer_for(&path, &meta)?;
-        let device = self.settings.device.clone();
+        let settings = with_embeddings(&self.settings, &self.embedding_files, &tokenizer, &meta)?;
+        let device = settings.device.clone();
+        let embeddings = settings.embeddings.clone();
         let models = Models::OnDemand {
             store: WeightStore::Disk {
                 path,
                 options: self.load_options,
                 mixes,
             },
-            settings: self.settings,
+            settings,
         };
         StableDiffusion::assemble(
             &meta,
             models,
+            embeddings,
             tokenizer,
             source.name(),
             self.scheduler,
@@ -563,8 +586,28 @@ impl StableDiffusionBuilder {
             autoencoder,
         });
         let device = settings.device.clone();
-        StableDiffusion::assemble(&weights, models, tokenizer, name, scheduler, device)
+        let embeddings = settings.embeddings.clone();
+        StableDiffusion::assemble(
+            &weights, models, embeddings, tokenizer, name, scheduler, device,
+        )
     }
+}
+
+/// `settings` with the embedding `files` read for `weights`' text encoder and `tokenizer`'s
+/// words.
+fn with_embeddings(
+    settings: &BuildSettings,
+    files: &[PathBuf],
+    tokenizer: &ClipTokenizer,
+    weights: &ModelWeights,
+) -> Result<BuildSettings> {
+    let mut settings = settings.clone();
+    settings.embeddings = Arc::new(Embeddings::load(
+        files,
+        tokenizer,
+        &weights.text_encoder_config,
+    )?);
+    Ok(settings)
 }
 
 /// Blends each `(path, scale)` model into `weights`: `a + (b - a) * scale` on every network.
@@ -604,6 +647,7 @@ struct LoadedLoras {
 /// A loaded Stable Diffusion 1.x / 2.x model.
 pub struct StableDiffusion {
     lora: Option<LoadedLoras>,
+    embeddings: Arc<Embeddings>,
     tokenizer: ClipTokenizer,
     models: Models,
     scheduler_config: SchedulerConfig,
@@ -646,6 +690,7 @@ impl StableDiffusion {
                 attention: AttentionMode::default(),
                 vae_tiling: false,
                 lora: None,
+                embeddings: Arc::default(),
             },
             scheduler: None,
             low_memory: false,
@@ -653,6 +698,7 @@ impl StableDiffusion {
             mixes: Vec::new(),
             loras: Vec::new(),
             lora_strict: false,
+            embedding_files: Vec::new(),
             download_progress: false,
         }
     }
@@ -661,6 +707,7 @@ impl StableDiffusion {
     fn assemble(
         meta: &ModelWeights,
         models: Models,
+        embeddings: Arc<Embeddings>,
         tokenizer: ClipTokenizer,
         name: String,
         scheduler: Option<SchedulerKind>,
@@ -672,6 +719,7 @@ impl StableDiffusion {
         };
         Ok(Self {
             lora: None,
+            embeddings,
             tokenizer,
             models,
             scheduler_config: meta.scheduler_config.clone(),
@@ -697,6 +745,7 @@ impl StableDiffusion {
     ) -> Result<Self> {
         Ok(Self {
             lora: None,
+            embeddings: Arc::default(),
             default_scheduler: scheduler_config.default_kind()?,
             unet_in_channels: parts.denoiser.in_channels(),
             tokenizer,
@@ -766,6 +815,11 @@ impl StableDiffusion {
             .as_ref()
             .map(|l| l.stack.unmatched())
             .unwrap_or_default()
+    }
+
+    /// The textual-inversion embeddings loaded: trigger word and vector count, by name.
+    pub fn embeddings(&self) -> Vec<(String, usize)> {
+        self.embeddings.names()
     }
 
     /// In strict mode, an error listing the LoRA modules that found no layer.
@@ -859,6 +913,7 @@ impl StableDiffusion {
             let text_encoder = self.models.text_encoder()?;
             encode_prompts(
                 &self.tokenizer,
+                &self.embeddings,
                 text_encoder.as_ref(),
                 &prompt,
                 guided.then_some(negative_prompt.as_str()),

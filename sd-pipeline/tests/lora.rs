@@ -52,7 +52,7 @@ fn every_format_matches_diffusers() -> Result<()> {
     for case in meta["cases"].as_array().context("cases")? {
         let networks = case["networks"].as_array().context("networks")?;
         if networks.is_empty() {
-            continue; // textual inversion: not read yet
+            continue; // textual inversion: tests/textual_inversion.rs
         }
         let loras: Vec<(&str, Multipliers)> = networks
             .iter()

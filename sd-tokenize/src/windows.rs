@@ -3,7 +3,8 @@
 //! Tokens fill windows of [`TOKENS_PER_WINDOW`]; each window is written `bos, tokens, eos` and padded
 //! to [`WINDOW_LEN`]. When a window is full and the next token is not a comma, but a comma was
 //! among the window's last [`COMMA_BACKTRACK`] tokens, the tokens after that comma move to the next
-//! window, so a clause is not cut in half. `BREAK` closes the current window even when it is empty;
+//! window, so a clause is not cut in half. A textual-inversion embedding's slots are never split:
+//! when they do not fit in the current window, it is closed and they start the next. `BREAK` closes the current window even when it is empty;
 //! at the end, the last window is kept only if it holds tokens or is the only one (an empty prompt
 //! gives one window of bos, eos, padding).
 
@@ -37,6 +38,16 @@ pub enum PromptPiece {
     },
     /// A1111's `BREAK`: start a new window here.
     Break,
+    /// A textual-inversion embedding: `count` consecutive ids from `first_id` (ids past the
+    /// vocabulary, which the text encoder maps to the embedding's vectors), kept in one window.
+    Embedding {
+        /// The id of its first vector.
+        first_id: u32,
+        /// How many vectors (token slots), at most [`TOKENS_PER_WINDOW`].
+        count: u32,
+        /// The weight of every slot.
+        weight: f32,
+    },
 }
 
 /// One window: [`WINDOW_LEN`] ids and a weight for each (bos, eos and padding weigh 1.0).
@@ -76,6 +87,20 @@ pub fn split_windows(pieces: &[PromptPiece], framing: &Framing) -> Vec<Window> {
                 continue;
             }
             PromptPiece::Token { id, weight } => (id, weight),
+            PromptPiece::Embedding {
+                first_id,
+                count,
+                weight,
+            } => {
+                let count = (count as usize).min(TOKENS_PER_WINDOW);
+                if current.len() + count > TOKENS_PER_WINDOW {
+                    windows.push(frame(&current, framing));
+                    current.clear();
+                    last_comma = None;
+                }
+                current.extend((0..count as u32).map(|i| (first_id + i, weight)));
+                continue;
+            }
         };
         if Some(id) == framing.comma {
             last_comma = Some(current.len());

@@ -203,3 +203,38 @@ fn zero_padding_keeps_eos_after_the_last_token() {
         "a full window has no padding"
     );
 }
+
+#[test]
+fn an_embedding_is_never_split_across_windows() {
+    let t = ClipTokenizer::default();
+    const EMB: u32 = 49408; // the first id past the vocabulary
+    let mut p = pieces(&[CAT; 73]);
+    p.push(PromptPiece::Embedding {
+        first_id: EMB,
+        count: 3,
+        weight: 1.2,
+    });
+    p.push(tok(DOG));
+    let w = t.windows(&p);
+    // 73 + 3 > 75: the window closes at 73 and the three slots open the next one.
+    assert_eq!(
+        ids(&w),
+        vec![
+            expected(&[CAT; 73], EOS),
+            expected(&[EMB, EMB + 1, EMB + 2, DOG], EOS)
+        ]
+    );
+    assert_eq!(&w[1].weights[1..5], &[1.2, 1.2, 1.2, 1.0]);
+
+    // Exactly filling a window keeps it whole there.
+    let mut p = pieces(&[CAT; 72]);
+    p.push(PromptPiece::Embedding {
+        first_id: EMB,
+        count: 3,
+        weight: 1.0,
+    });
+    let w = t.windows(&p);
+    let mut full = vec![CAT; 72];
+    full.extend([EMB, EMB + 1, EMB + 2]);
+    assert_eq!(ids(&w), vec![expected(&full, EOS)]);
+}

@@ -81,6 +81,10 @@ pub struct Args {
     /// Inference steps of the model's default scheduler.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// Merge a LoRA file while loading, as `sd generate --lora` does (repeatable): the load
+    /// time and peak memory then include applying it.
+    #[arg(long, value_name = "PATH[:MULT|:TE:UNET]")]
+    pub lora: Vec<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -136,7 +140,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         (None, None) => bail!("--model: give a model, or --random sd15|sd21"),
     };
     let started = Instant::now();
-    let (sd, unet) = load(model, args.dtype).with_context(|| format!("--model {model}"))?;
+    let (sd, unet) = load(model, args).with_context(|| format!("--model {model}"))?;
     let load_seconds = started.elapsed().as_secs_f64();
 
     let request = GenerateRequest {
@@ -223,10 +227,13 @@ fn random_unavailable(model: RandomModel) -> anyhow::Error {
 
 /// Reads the model and builds the networks as `sd generate` does; also returns the UNet's
 /// shape for the FLOP count.
-fn load(model: &str, precision: Precision) -> Result<(StableDiffusion, UnetShape)> {
-    let sd = StableDiffusion::builder(ModelSource::parse(model))
-        .dtype(precision.dtype())
-        .build()?;
+fn load(model: &str, args: &Args) -> Result<(StableDiffusion, UnetShape)> {
+    let mut builder = StableDiffusion::builder(ModelSource::parse(model)).dtype(args.dtype.dtype());
+    for lora in &args.lora {
+        let (path, multipliers) = crate::extra_networks::parse_lora(lora)?;
+        builder = builder.lora(path, multipliers);
+    }
+    let sd = builder.build()?;
     let config = sd
         .unet_config()
         .context("the loaded pipeline has no UNet config")?;

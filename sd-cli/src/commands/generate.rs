@@ -22,6 +22,7 @@ use sd_pipeline::{
     StableDiffusion, StepProgress,
 };
 
+use crate::extra_networks;
 use crate::output_path;
 use crate::peak_memory::peak_memory_bytes;
 use crate::png_output;
@@ -124,6 +125,21 @@ pub struct Args {
     /// Blend another model in on the fly: PATH:SCALE gives A + (B - A) * SCALE (repeatable).
     #[arg(long, value_name = "MODEL:SCALE")]
     pub mix: Vec<String>,
+    /// Merge a LoRA / LyCORIS file (kohya, diffusers / PEFT, LoHa, LoKr; .safetensors or .pt)
+    /// at a multiplier, or at one for the text encoder and one for the UNet (repeatable).
+    #[arg(long, value_name = "PATH[:MULT|:TE:UNET]")]
+    pub lora: Vec<String>,
+    /// Where the prompts' <lora:NAME:MULT> tags find their files (NAME.safetensors / .pt).
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
+    /// Make LoRA keys of no known kind, and modules for layers the model lacks, an error
+    /// (default: skipped with a warning).
+    #[arg(long)]
+    pub strict: bool,
+    /// Textual-inversion embeddings (A1111 .pt / .safetensors, diffusers .bin): each file's
+    /// name, written in a prompt, stands for its vectors.
+    #[arg(long, value_name = "DIR")]
+    pub embeddings_dir: Option<PathBuf>,
     /// Sliced attention: at most this many query positions at a time (saves memory).
     #[arg(long, value_name = "N")]
     pub attention_slice: Option<usize>,
@@ -195,6 +211,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     for path in &paths {
         writeln!(out, "wrote {}", path.display())?;
     }
+    write_extra_networks(&sd, out)?;
     writeln!(out, "seed: {}", request.seed)?;
     writeln!(
         out,
@@ -412,6 +429,21 @@ fn load(args: &Args) -> Result<StableDiffusion> {
             .ok_or_else(|| anyhow!("--mix {mix}: {scale:?} is not a number within f32's range"))?;
         builder = builder.mix(ModelSource::parse(model), scale);
     }
+    let prompts = [
+        ("prompt", args.prompt.as_str()),
+        ("--negative-prompt", args.negative_prompt.as_str()),
+    ];
+    for (path, multipliers) in
+        extra_networks::loras(&args.lora, args.lora_dir.as_deref(), &prompts)?
+    {
+        builder = builder.lora(path, multipliers);
+    }
+    builder = builder.lora_strict(args.strict);
+    if let Some(dir) = &args.embeddings_dir {
+        for path in extra_networks::embedding_files(dir)? {
+            builder = builder.embedding(path);
+        }
+    }
     builder.build().map_err(|e| match e {
         // A model to mix in is blamed as the --mix argument that named it.
         Error::Mix { index, error, .. } => {
@@ -422,6 +454,42 @@ fn load(args: &Args) -> Result<StableDiffusion> {
         }
         other => anyhow::Error::new(other).context(format!("--model {}", args.model)),
     })
+}
+
+/// The LoRAs and embeddings loaded, and LoRA modules that changed nothing.
+fn write_extra_networks(sd: &StableDiffusion, out: &mut impl Write) -> Result<()> {
+    let loras = sd.loras();
+    if !loras.is_empty() {
+        let shown: Vec<String> = loras
+            .iter()
+            .map(|(name, m)| format!("{name} (te {}, unet {})", m.text_encoder, m.unet))
+            .collect();
+        writeln!(out, "lora: {}", shown.join(", "))?;
+    }
+    let unmatched = sd.lora_unmatched();
+    if !unmatched.is_empty() {
+        let shown: Vec<&str> = unmatched.iter().take(5).map(String::as_str).collect();
+        writeln!(
+            out,
+            "warning: {} LoRA modules matched no layer of this model and were skipped: {}{}",
+            unmatched.len(),
+            shown.join(", "),
+            if unmatched.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )?;
+    }
+    let embeddings = sd.embeddings();
+    if !embeddings.is_empty() {
+        let shown: Vec<String> = embeddings
+            .iter()
+            .map(|(name, n)| format!("{name} ({n} vectors)"))
+            .collect();
+        writeln!(out, "embeddings: {}", shown.join(", "))?;
+    }
+    Ok(())
 }
 
 /// Request errors as the argument they came from (`--width: ...`).

@@ -1,5 +1,6 @@
 //! `sd inspect`: what a weights file is (kind, format, dtypes, parameters per network, EMA copy,
-//! unknown keys), read from its names and shapes alone, as text or JSON.
+//! unknown keys), read from its names and shapes alone, as text or JSON. LoRA files and
+//! embeddings are described by [`super::inspect_networks`].
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,14 +9,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use sd_pipeline::checkpoint::{self, Component, Family, FileFormat, ModelKind, ModelWeights};
 
+use super::inspect_networks::NetworkReport;
+
 /// Unknown keys the text report lists before it only counts the rest.
 const UNKNOWN_SHOWN: usize = 20;
 
 /// Arguments of `sd inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A single LDM / CompVis file (.safetensors or .ckpt), or a diffusers model folder (whose
-    /// weights are read in full).
+    /// A single LDM / CompVis file (.safetensors or .ckpt), a diffusers model folder (whose
+    /// weights are read in full), a LoRA / LyCORIS file or a textual-inversion embedding.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Print one JSON object: {"family": "sd1", "prediction": "epsilon", "components": {...}, ...}.
@@ -28,7 +31,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     let report = if args.file.is_dir() {
         Report::from_folder(&args.file)?
     } else {
-        Report::from_file(&args.file)?
+        match Report::from_file(&args.file) {
+            Ok(report) => report,
+            // Not a model: perhaps a LoRA or an embedding; else the model reader's error.
+            Err(error) => match NetworkReport::read(&args.file) {
+                Some(network) => return write_network(&network, args.json, out),
+                None => return Err(error),
+            },
+        }
     };
     if args.json {
         serde_json::to_writer(&mut *out, &report.json())?;
@@ -37,6 +47,16 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         report.write_text(out)?;
     }
     Ok(())
+}
+
+fn write_network(network: &NetworkReport, json: bool, out: &mut impl Write) -> Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, &network.json())?;
+        writeln!(out)?;
+        Ok(())
+    } else {
+        network.write_text(out)
+    }
 }
 
 /// Parameters and tensors per dtype of one network.
