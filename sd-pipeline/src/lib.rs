@@ -8,6 +8,7 @@ pub mod image;
 pub mod infotext;
 pub mod model_source;
 pub mod prompt;
+pub mod random_model;
 pub mod request;
 pub mod rng;
 pub mod stable_diffusion;

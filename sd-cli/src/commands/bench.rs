@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use sd_pipeline::candle_core::DType;
+use sd_pipeline::random_model::random_weights;
 use sd_pipeline::request::{MAX_SIDE, MAX_STEPS};
-use sd_pipeline::{GenerateRequest, ModelSource, StableDiffusion, StepProgress};
+use sd_pipeline::{
+    GenerateRequest, ModelSource, StableDiffusion, StableDiffusionBuilder, StepProgress,
+};
 use serde::Serialize;
 
 use super::generate::request_error;
@@ -111,6 +114,8 @@ pub struct Report {
     pub unet_calls: usize,
     /// Reading the weights and building the networks.
     pub load_seconds: f64,
+    /// `--random`: making the random weights in memory (before the load; null otherwise).
+    pub random_weights_seconds: Option<f64>,
     /// Tokenizing and encoding the prompt and the empty negative prompt.
     pub text_encode_seconds: f64,
     /// The whole sampling loop.
@@ -134,14 +139,28 @@ pub struct Report {
 /// Runs `sd bench`, writing the table (or JSON) to `out`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     check(args)?;
-    let model = match (&args.model, args.random) {
-        (Some(model), _) => model,
-        (None, Some(random)) => return Err(random_unavailable(random)),
+    let mut random_seconds = None;
+    let (sd, unet, load_seconds) = match (&args.model, args.random) {
+        (Some(model), _) => {
+            let started = Instant::now();
+            let builder = StableDiffusion::builder(ModelSource::parse(model));
+            let (sd, unet) = load(builder, args).with_context(|| format!("--model {model}"))?;
+            (sd, unet, started.elapsed().as_secs_f64())
+        }
+        (None, Some(random)) => {
+            let started = Instant::now();
+            let model = random.model();
+            let (weights, tokenizer) =
+                random_weights(model, 0).with_context(|| format!("--random {}", random.arg()))?;
+            random_seconds = Some(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            let builder = StableDiffusion::builder_from_weights(weights, tokenizer, model.name());
+            let (sd, unet) =
+                load(builder, args).with_context(|| format!("--random {}", random.arg()))?;
+            (sd, unet, started.elapsed().as_secs_f64())
+        }
         (None, None) => bail!("--model: give a model, or --random sd15|sd21"),
     };
-    let started = Instant::now();
-    let (sd, unet) = load(model, args).with_context(|| format!("--model {model}"))?;
-    let load_seconds = started.elapsed().as_secs_f64();
 
     let request = GenerateRequest {
         prompt: PROMPT.into(),
@@ -178,6 +197,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         steps: args.steps,
         unet_calls: calls.len(),
         load_seconds,
+        random_weights_seconds: random_seconds,
         text_encode_seconds: timings.text_encoding.as_secs_f64(),
         denoise_seconds: timings.denoising.as_secs_f64(),
         unet_seconds_per_call: mean,
@@ -213,22 +233,24 @@ fn check(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Why `--random` cannot run yet: what sd-cli would need from sd-pipeline.
-fn random_unavailable(model: RandomModel) -> anyhow::Error {
-    let name = model
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string());
-    anyhow::anyhow!(
-        "--random {name}: not available yet: random weights need each network's tensor names and \
-         shapes and its default config, which only sd-unet, sd-vae, sd-clip and candle-nn give, \
-         and sd-pipeline does not re-export them; benchmark a model on disk with --model PATH"
-    )
+impl RandomModel {
+    fn model(self) -> sd_pipeline::random_model::RandomModel {
+        match self {
+            RandomModel::Sd15 => sd_pipeline::random_model::RandomModel::Sd15,
+            RandomModel::Sd21 => sd_pipeline::random_model::RandomModel::Sd21,
+        }
+    }
+
+    fn arg(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
 }
 
 /// Reads the model and builds the networks as `sd generate` does; also returns the UNet's
 /// shape for the FLOP count.
-fn load(model: &str, args: &Args) -> Result<(StableDiffusion, UnetShape)> {
-    let mut builder = StableDiffusion::builder(ModelSource::parse(model)).dtype(args.dtype.dtype());
+fn load(builder: StableDiffusionBuilder, args: &Args) -> Result<(StableDiffusion, UnetShape)> {
+    let mut builder = builder.dtype(args.dtype.dtype());
     for lora in &args.lora {
         let (path, multipliers) = crate::extra_networks::parse_lora(lora)?;
         builder = builder.lora(path, multipliers);
@@ -271,6 +293,13 @@ fn write_table(r: &Report, out: &mut impl Write) -> Result<()> {
         latent = r.latent_size,
     )?;
     writeln!(out, "phase          seconds")?;
+    if let Some(seconds) = r.random_weights_seconds {
+        writeln!(
+            out,
+            "random weights {:>7.3}  (made in memory, before the load)",
+            seconds
+        )?;
+    }
     writeln!(out, "load         {:>9.3}", r.load_seconds)?;
     writeln!(out, "text encode  {:>9.3}", r.text_encode_seconds)?;
     writeln!(
