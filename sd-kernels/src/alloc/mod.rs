@@ -79,6 +79,29 @@ impl CachingAllocator {
         }
     }
 
+    /// Lowers the limit to at most `bytes` for the rest of the process (never raises it) and
+    /// gives back kept blocks beyond it: for runs that put memory before speed, such as
+    /// sd-pipeline's low-memory mode (each cached MiB is a MiB of peak memory).
+    pub fn cap_limit(bytes: usize) {
+        if bytes >= Self::limit() {
+            return;
+        }
+        LIMIT.store(bytes + 1, Ordering::Relaxed);
+        let Ok(mut cache) = CACHE.lock() else { return };
+        for i in 0..SLOTS {
+            if cache.bytes <= bytes {
+                break;
+            }
+            let (size, ptr) = cache.slots[i];
+            if size != 0 {
+                // SAFETY: the block was allocated by `fresh` with this size.
+                unsafe { free(ptr as *mut u8, size) };
+                cache.slots[i] = (0, 0);
+                cache.bytes -= size;
+            }
+        }
+    }
+
     /// Bytes currently kept in the cache.
     pub fn cached_bytes() -> usize {
         CACHE.lock().map_or(0, |c| c.bytes)
@@ -218,5 +241,35 @@ unsafe impl GlobalAlloc for CachingAllocator {
             self.dealloc(ptr, layout);
         }
         new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lower_limit_gives_kept_blocks_back() {
+        // This test binary does not install the allocator, so only these calls use its cache.
+        let layout = Layout::from_size_align(4 << 20, 64).unwrap();
+        let before = CachingAllocator::cached_bytes();
+        // SAFETY: blocks are freed through the same allocator with the same layout.
+        unsafe {
+            let a = CachingAllocator.alloc(layout);
+            let b = CachingAllocator.alloc(layout);
+            assert!(!a.is_null() && !b.is_null());
+            a.write_bytes(1, layout.size());
+            CachingAllocator.dealloc(a, layout);
+            CachingAllocator.dealloc(b, layout);
+        }
+        assert_eq!(CachingAllocator::cached_bytes(), before + (8 << 20));
+        CachingAllocator::cap_limit(before + (4 << 20));
+        assert_eq!(CachingAllocator::limit(), before + (4 << 20));
+        assert!(CachingAllocator::cached_bytes() <= before + (4 << 20));
+        // Never raised again.
+        CachingAllocator::cap_limit(1 << 40);
+        assert_eq!(CachingAllocator::limit(), before + (4 << 20));
+        CachingAllocator::release_all();
+        assert_eq!(CachingAllocator::cached_bytes(), 0);
     }
 }
