@@ -4,34 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{Context, Result};
-use common::{max_difference, pipeline_fixture};
+use common::{lora_case_request, lora_fixture, max_difference, pipeline_fixture};
 use sd_pipeline::checkpoint::Multipliers;
 use sd_pipeline::image_crate::{self, RgbImage};
 use sd_pipeline::{Error, GenerateRequest, StableDiffusion};
 use serde_json::Value;
-
-fn lora_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/lora")
-        .join(name)
-}
-
-fn request(case: &Value) -> GenerateRequest {
-    GenerateRequest {
-        prompt: case["prompt"].as_str().unwrap_or_default().into(),
-        negative_prompt: case["negative_prompt"].as_str().unwrap_or_default().into(),
-        steps: 10,
-        guidance_scale: 7.5,
-        width: Some(64),
-        height: Some(64),
-        seed: 42,
-        scheduler: Some("pndm".parse().unwrap()),
-        ..GenerateRequest::default()
-    }
-}
 
 fn image(sd: &StableDiffusion, request: &GenerateRequest) -> Result<RgbImage> {
     Ok(sd.generate_simple(request)?.images.remove(0))
@@ -69,7 +47,7 @@ fn every_format_matches_diffusers() -> Result<()> {
         let expected =
             image_crate::open(lora_fixture(case["image"].as_str().context("image")?))?.to_rgb8();
         let name = case["name"].as_str().unwrap_or_default();
-        let diff = max_difference(&image(&sd, &request(case))?, &expected);
+        let diff = max_difference(&image(&sd, &lora_case_request(case))?, &expected);
         println!("{name}: {diff} levels from diffusers");
         assert!(diff <= 2, "{name}: {diff} levels from diffusers");
         checked += 1;
@@ -83,7 +61,7 @@ fn multiplier_zero_gives_the_plain_image_and_tags_must_match() -> Result<()> {
     let base = GenerateRequest {
         prompt: "a photo of a cat".into(),
         negative_prompt: "blurry".into(),
-        ..request(&Value::Null)
+        ..lora_case_request(&Value::Null)
     };
     let plain = image(
         &StableDiffusion::builder(pipeline_fixture("tiny-sd1")).build()?,

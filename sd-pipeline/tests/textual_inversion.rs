@@ -4,23 +4,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use common::{max_difference, pipeline_fixture};
+use common::{lora_case_request, lora_fixture, max_difference, pipeline_fixture};
 use sd_pipeline::image_crate;
 use sd_pipeline::prompt::prompt_windows_with;
 use sd_pipeline::textual_inversion::Embeddings;
-use sd_pipeline::{Error, GenerateRequest, StableDiffusion};
+use sd_pipeline::{Error, StableDiffusion};
 use serde_json::Value;
 
 const FILES: [&str; 3] = ["tinyemb.pt", "negemb.safetensors", "dfemb.bin"];
-
-fn lora_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/lora")
-        .join(name)
-}
 
 fn case() -> Result<Value> {
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(lora_fixture("cases.json"))?)?;
@@ -31,20 +25,6 @@ fn case() -> Result<Value> {
         .find(|c| c["name"] == "embeddings")
         .cloned()
         .context("no embeddings case")
-}
-
-fn request(case: &Value) -> GenerateRequest {
-    GenerateRequest {
-        prompt: case["prompt"].as_str().unwrap_or_default().into(),
-        negative_prompt: case["negative_prompt"].as_str().unwrap_or_default().into(),
-        steps: 10,
-        guidance_scale: 7.5,
-        width: Some(64),
-        height: Some(64),
-        seed: 42,
-        scheduler: Some("pndm".parse().unwrap()),
-        ..GenerateRequest::default()
-    }
 }
 
 fn with_embeddings(files: &[&str]) -> Result<StableDiffusion> {
@@ -76,14 +56,17 @@ fn the_three_layouts_match_diffusers() -> Result<()> {
     );
     let expected =
         image_crate::open(lora_fixture(case["image"].as_str().context("image")?))?.to_rgb8();
-    let ours = sd.generate_simple(&request(&case))?.images.remove(0);
+    let ours = sd
+        .generate_simple(&lora_case_request(&case))?
+        .images
+        .remove(0);
     let diff = max_difference(&ours, &expected);
     println!("embeddings: {diff} levels from diffusers");
     assert!(diff <= 2, "{diff} levels from diffusers");
 
     // The words alone, without the embeddings, give another image: the vectors did the work.
     let plain = with_embeddings(&[])?
-        .generate_simple(&request(&case))?
+        .generate_simple(&lora_case_request(&case))?
         .images
         .remove(0);
     let changed = max_difference(&plain, &expected);

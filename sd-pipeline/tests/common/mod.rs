@@ -30,3 +30,26 @@ pub fn max_difference(a: &RgbImage, b: &RgbImage) -> u8 {
         .max()
         .unwrap_or(0)
 }
+
+/// A file under `fixtures/lora/` (tools/fixtures/lora.py).
+pub fn lora_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/lora")
+        .join(name)
+}
+
+/// The request of a `fixtures/lora/cases.json` case: its prompts, 10 PNDM steps, scale 7.5,
+/// seed 42, 64x64.
+pub fn lora_case_request(case: &serde_json::Value) -> sd_pipeline::GenerateRequest {
+    sd_pipeline::GenerateRequest {
+        prompt: case["prompt"].as_str().unwrap_or_default().into(),
+        negative_prompt: case["negative_prompt"].as_str().unwrap_or_default().into(),
+        steps: 10,
+        guidance_scale: 7.5,
+        width: Some(64),
+        height: Some(64),
+        seed: 42,
+        scheduler: Some("pndm".parse().unwrap()),
+        ..sd_pipeline::GenerateRequest::default()
+    }
+}
