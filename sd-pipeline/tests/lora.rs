@@ -52,7 +52,7 @@ fn every_format_matches_diffusers() -> Result<()> {
         assert!(diff <= 2, "{name}: {diff} levels from diffusers");
         checked += 1;
     }
-    assert_eq!(checked, 7);
+    assert_eq!(checked, 8);
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! LoRA and LyCORIS files as they are shared: kohya-ss (`lora_unet_*` / `lora_te_*`, LoCon,
 //! `lora_mid`), diffusers / PEFT (`lora_A` / `lora_B`, the old `processor.to_q_lora`), LoHa
 //! (`hada_*`) and LoKr (`lokr_*`), as `.safetensors` or pickled `.pt` (read safely, as every
-//! `.ckpt`).
+//! `.ckpt`). A diffusers PEFT file's `lora_alpha` / `alpha_pattern` / `use_rslora` come from
+//! its header's `lora_adapter_metadata`.
 //!
 //! A [`LoraFile`] is the file's modules, each a layer key ([`keys`]) and its tensors; the
 //! weight change a module makes is [`LoraModule::delta`] ([`delta`]: A1111's formulas). A
 //! [`LoraStack`] applies several files, each with its text-encoder and UNet multiplier, to the
 //! weights of a model as they are loaded: `W + Σ multiplier · ΔW`.
 
+mod adapter_metadata;
 pub mod delta;
 pub mod keys;
 mod stack;
@@ -86,6 +88,11 @@ impl LoraFile {
             group.insert(parsed.role, (name.clone(), tensor));
             styles.insert(parsed.style);
         }
+        // diffusers' PEFT files keep their alphas in the header instead of `.alpha` tensors.
+        let adapter = match source.format() {
+            FileFormat::Safetensors => adapter_metadata::AdapterMetadata::read(path)?,
+            _ => None,
+        };
         let mut modules = Vec::new();
         for (key, mut parts) in groups {
             let alpha = match parts.remove(&Role::Alpha) {
@@ -101,6 +108,8 @@ impl LoraFile {
             let parts = parts.into_iter().map(|(r, (_, t))| (r, t)).collect();
             let weights = ModuleWeights::from_roles(parts)
                 .map_err(|e| fail(format!("the layer of {first} {e}")))?;
+            let alpha =
+                alpha.or_else(|| adapter.as_ref().and_then(|a| a.alpha(&key, weights.rank())));
             modules.push(LoraModule {
                 key,
                 weights,
