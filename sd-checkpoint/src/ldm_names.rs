@@ -431,6 +431,42 @@ impl NameTable {
         Some((entry.component, target))
     }
 
+    /// The diffusers path of a UNet module named in LDM terms with every `.` written as `_`,
+    /// as some LoRA files name layers (`input_blocks_4_1_proj_in` →
+    /// `down_blocks_1_attentions_0_proj_in`, `input_blocks_1_0_in_layers_2` →
+    /// `down_blocks_0_resnets_0_conv1`); `None` when no UNet entry of this model starts it.
+    pub fn unet_module_from_ldm_underscored(&self, path: &str) -> Option<String> {
+        let underscored = |s: &str| s.replace('.', "_");
+        let mut best: Option<(&Entry, &str)> = None;
+        for entry in self
+            .entries
+            .iter()
+            .filter(|e| e.component == Component::Unet)
+        {
+            let ldm = underscored(entry.ldm.strip_prefix(UNET_PREFIX).unwrap_or(&entry.ldm));
+            let rest = match path.strip_prefix(ldm.as_str()) {
+                Some("") => "",
+                Some(r) if r.starts_with('_') => &r[1..],
+                _ => continue,
+            };
+            let longer = best.is_none_or(|(b, _)| b.ldm.len() < entry.ldm.len());
+            if longer {
+                best = Some((entry, rest));
+            }
+        }
+        let (entry, rest) = best?;
+        let diffusers = underscored(&entry.diffusers);
+        match entry.rule {
+            Rule::Exact | Rule::Same if rest.is_empty() => Some(diffusers),
+            Rule::Same => Some(format!("{diffusers}_{rest}")),
+            Rule::Suffixes(list) => list
+                .iter()
+                .find(|(_, ldm)| underscored(ldm) == rest)
+                .map(|(d, _)| format!("{diffusers}_{}", underscored(d))),
+            _ => None,
+        }
+    }
+
     /// Where diffusers tensor `name` of `component` goes in a single file; `None` when the
     /// table has no place for it.
     pub fn to_ldm(&self, component: Component, name: &str) -> Option<ToLdm> {

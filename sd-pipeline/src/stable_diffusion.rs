@@ -480,8 +480,12 @@ impl StableDiffusionBuilder {
                 };
                 let weights = ModelWeights::open(&path, &options)?;
                 let tokenizer = tokenizer_for(&path, &weights)?;
-                let settings =
-                    with_embeddings(&self.settings, &self.embedding_files, &tokenizer, &weights)?;
+                let settings = settings_for_model(
+                    &self.settings,
+                    &self.embedding_files,
+                    &tokenizer,
+                    &weights,
+                )?;
                 return Self::resident(
                     weights,
                     mapped,
@@ -498,8 +502,12 @@ impl StableDiffusionBuilder {
                 tokenizer,
                 name,
             } => {
-                let settings =
-                    with_embeddings(&self.settings, &self.embedding_files, &tokenizer, &weights)?;
+                let settings = settings_for_model(
+                    &self.settings,
+                    &self.embedding_files,
+                    &tokenizer,
+                    &weights,
+                )?;
                 if !self.low_memory {
                     return Self::resident(
                         *weights,
@@ -539,7 +547,8 @@ impl StableDiffusionBuilder {
         };
         let meta = ModelWeights::open(&path, &probe)?;
         let tokenizer = tokenizer_for(&path, &meta)?;
-        let settings = with_embeddings(&self.settings, &self.embedding_files, &tokenizer, &meta)?;
+        let settings =
+            settings_for_model(&self.settings, &self.embedding_files, &tokenizer, &meta)?;
         let device = settings.device.clone();
         let embeddings = settings.embeddings.clone();
         let models = Models::OnDemand {
@@ -602,14 +611,17 @@ impl StableDiffusionBuilder {
     }
 }
 
-/// `settings` with the embedding `files` read for `weights`' text encoder and `tokenizer`'s
-/// words.
-fn with_embeddings(
+/// `settings` for the model of `weights` (its configs): the embedding `files` read for its
+/// text encoder and `tokenizer`'s words, and LDM-named LoRA modules placed in its UNet.
+fn settings_for_model(
     settings: &BuildSettings,
     files: &[PathBuf],
     tokenizer: &ClipTokenizer,
     weights: &ModelWeights,
 ) -> Result<BuildSettings> {
+    if let Some(lora) = &settings.lora {
+        lora.use_ldm_names_of(&weights.name_table());
+    }
     let mut settings = settings.clone();
     settings.embeddings = Arc::new(Embeddings::load(
         files,

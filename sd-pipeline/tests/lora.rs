@@ -88,3 +88,67 @@ fn multiplier_zero_gives_the_plain_image_and_tags_must_match() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn ldm_named_unet_modules_give_the_same_image() -> Result<()> {
+    use sd_pipeline::candle_core::{safetensors, Device};
+    use sd_pipeline::checkpoint::ldm_names::{ToLdm, UNET_PREFIX};
+    use sd_pipeline::checkpoint::{Component, ModelWeights};
+    // The diffusers → LDM spelling of every UNet layer of tiny-sd1, both with '_' for '.'.
+    let weights = ModelWeights::open(pipeline_fixture("tiny-sd1"), &Default::default())?;
+    let table = weights.name_table();
+    let mut to_ldm = std::collections::HashMap::new();
+    for name in weights.unet.keys() {
+        let Some(layer) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        if let Some(ToLdm::Rename(ldm)) = table.to_ldm(Component::Unet, name) {
+            let ldm = ldm
+                .trim_start_matches(UNET_PREFIX)
+                .trim_end_matches(".weight");
+            to_ldm.insert(layer.replace('.', "_"), ldm.replace('.', "_"));
+        }
+    }
+    // kohya.safetensors with its UNet keys renamed to LDM terms.
+    let tensors = safetensors::load(lora_fixture("kohya.safetensors"), &Device::Cpu)?;
+    let mut renamed = std::collections::HashMap::new();
+    let mut changed = 0;
+    for (key, tensor) in tensors {
+        let new_key = match key.strip_prefix("lora_unet_") {
+            Some(rest) => {
+                let (layer, suffix) = rest.split_once('.').context("a kohya key")?;
+                let ldm = to_ldm
+                    .get(layer)
+                    .with_context(|| format!("{layer}: no LDM name"))?;
+                changed += usize::from(ldm != layer);
+                format!("lora_unet_{ldm}.{suffix}")
+            }
+            None => key,
+        };
+        renamed.insert(new_key, tensor);
+    }
+    assert!(changed > 20, "only {changed} keys renamed");
+    let dir = std::env::temp_dir().join(format!("sd-lora-ldm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("kohya-ldm.safetensors");
+    safetensors::save(&renamed, &path)?;
+
+    let request = lora_case_request(&Value::Null);
+    let plain_names = with_loras(&[("kohya.safetensors", Multipliers::both(1.0))])?;
+    let ldm_names = StableDiffusion::builder(pipeline_fixture("tiny-sd1"))
+        .lora(&path, Multipliers::both(1.0))
+        .lora_strict(true)
+        .build()?;
+    assert!(
+        ldm_names.lora_unmatched().is_empty(),
+        "{:?}",
+        ldm_names.lora_unmatched()
+    );
+    assert_eq!(
+        image(&ldm_names, &request)?,
+        image(&plain_names, &request)?,
+        "LDM names and diffusers names of one LoRA give one image"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -5,14 +5,14 @@
 //! not). A multiplier of 0 leaves the tensor as it was, bit for bit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use candle_core::{DType, Tensor};
 
 use super::keys::{weight_key, ModuleKey};
 use super::LoraFile;
 use crate::error::{Error, Result};
-use crate::ldm_names::Component;
+use crate::ldm_names::{Component, NameTable};
 use crate::NamedTensors;
 
 /// How strongly one file applies, per network (A1111's `<lora:NAME:TE:UNET>`).
@@ -45,8 +45,9 @@ impl Multipliers {
 #[derive(Debug, Default)]
 pub struct LoraStack {
     files: Vec<(LoraFile, Multipliers)>,
-    /// Layer → (file index, module index) of every module that changes it.
-    by_key: HashMap<ModuleKey, Vec<(usize, usize)>>,
+    /// Layer → (file index, module index) of every module that changes it (LDM-named UNet
+    /// layers re-keyed by [`use_ldm_names_of`](Self::use_ldm_names_of)).
+    by_key: RwLock<HashMap<ModuleKey, Vec<(usize, usize)>>>,
     /// Modules that found their layer (so far).
     matched: Mutex<HashSet<(usize, usize)>>,
 }
@@ -60,8 +61,9 @@ impl LoraStack {
     /// Adds `file` at `multipliers` (files apply in the order added).
     pub fn push(&mut self, file: LoraFile, multipliers: Multipliers) {
         let index = self.files.len();
+        let by_key = self.by_key.get_mut().unwrap_or_else(|e| e.into_inner());
         for (m, module) in file.modules().iter().enumerate() {
-            self.by_key
+            by_key
                 .entry(module.key.clone())
                 .or_default()
                 .push((index, m));
@@ -90,14 +92,18 @@ impl LoraStack {
         let Some(key) = weight_key(network, name) else {
             return Ok(weight);
         };
-        let Some(targets) = self.by_key.get(&key) else {
+        let targets = match self.by_key.read() {
+            Ok(by_key) => by_key.get(&key).cloned(),
+            Err(_) => return Err(Error::Merge("LoRA table lock poisoned".into())),
+        };
+        let Some(targets) = targets else {
             return Ok(weight);
         };
         if let Ok(mut matched) = self.matched.lock() {
             matched.extend(targets.iter().copied());
         }
         let mut sum: Option<Tensor> = None;
-        for &(f, m) in targets {
+        for &(f, m) in &targets {
             let (file, multipliers) = &self.files[f];
             let multiplier = multipliers.of(network);
             if multiplier == 0.0 {
@@ -118,6 +124,46 @@ impl LoraStack {
             sum = Some((base + delta)?);
         }
         Ok(sum.unwrap_or(weight))
+    }
+
+    /// Re-keys UNet modules named in LDM terms (`lora_unet_input_blocks_4_1_proj_in`, as some
+    /// trainers and converters write them) to the diffusers layers of a model with `table`'s
+    /// configs. Modules already in diffusers terms, or that the table cannot place, stay as
+    /// they are (the latter are then reported by [`unmatched`](Self::unmatched)).
+    pub fn use_ldm_names_of(&self, table: &NameTable) {
+        let Ok(mut by_key) = self.by_key.write() else {
+            return;
+        };
+        let ldm_style = |p: &str| {
+            [
+                "input_blocks_",
+                "middle_block_",
+                "output_blocks_",
+                "time_embed_",
+                "out_",
+            ]
+            .iter()
+            .any(|s| p.starts_with(s))
+        };
+        let renamed: Vec<(ModuleKey, ModuleKey)> = by_key
+            .keys()
+            .filter(|k| k.network == Component::Unet && ldm_style(&k.path))
+            .filter_map(|k| {
+                let path = table.unet_module_from_ldm_underscored(&k.path)?;
+                Some((
+                    k.clone(),
+                    ModuleKey {
+                        network: Component::Unet,
+                        path,
+                    },
+                ))
+            })
+            .collect();
+        for (from, to) in renamed {
+            if let Some(targets) = by_key.remove(&from) {
+                by_key.entry(to).or_default().extend(targets);
+            }
+        }
     }
 
     /// [`apply`](Self::apply) to every tensor of `tensors` (one network's).
