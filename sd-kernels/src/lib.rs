@@ -11,6 +11,7 @@ pub mod linear;
 pub mod math;
 pub mod nn;
 pub mod norm;
+pub mod side_branch;
 mod simd;
 pub mod tensor;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::conv::ConvGeometry;
 use crate::gemm::Precision;
+use crate::side_branch::{self, SideBranches};
 use crate::{activation, norm};
 
 /// The precision of the fast path for weights stored in `dtype` on `device`, if it has one.
@@ -43,50 +44,73 @@ enum LinearImpl {
     Candle(candle_nn::Linear),
 }
 
-/// `x W^T + b` (diffusers / torch `Linear`: `weight` `[out, in]`, `bias` `[out]`).
+/// `x W^T + b` (diffusers / torch `Linear`: `weight` `[out, in]`, `bias` `[out]`), plus any
+/// [side branches](crate::side_branch).
 #[derive(Debug, Clone)]
-pub struct Linear(LinearImpl);
+pub struct Linear(LinearImpl, Arc<SideBranches>);
 
 impl Linear {
     /// Loads `weight` and `bias`.
     pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         let w = vb.get((out_dim, in_dim), "weight")?;
         let b = vb.get(out_dim, "bias")?;
-        Self::from_weights(w, Some(b))
+        Self::with_slot(
+            w,
+            Some(b),
+            side_branch::slot(&vb.prefix(), &[out_dim, in_dim]),
+        )
     }
 
     /// Loads `weight` only.
     pub fn no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        Self::from_weights(vb.get((out_dim, in_dim), "weight")?, None)
+        let slot = side_branch::slot(&vb.prefix(), &[out_dim, in_dim]);
+        Self::with_slot(vb.get((out_dim, in_dim), "weight")?, None, slot)
     }
 
     /// Wraps tensors already loaded (packed now when the fast path applies).
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
-        Ok(Self(
-            match fast_precision(weight.dtype(), weight.device()) {
-                Some(p) => {
-                    LinearImpl::Fast(Arc::new(crate::Linear::new(&weight, bias.as_ref(), p)?))
-                }
-                None => LinearImpl::Candle(candle_nn::Linear::new(weight, bias)),
-            },
-        ))
+        let slot = SideBranches::new(weight.dims());
+        Self::with_slot(weight, bias, slot)
+    }
+
+    fn with_slot(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        slot: Arc<SideBranches>,
+    ) -> candle_core::Result<Self> {
+        let layer = match fast_precision(weight.dtype(), weight.device()) {
+            Some(p) => LinearImpl::Fast(Arc::new(crate::Linear::new(&weight, bias.as_ref(), p)?)),
+            None => LinearImpl::Candle(candle_nn::Linear::new(weight, bias)),
+        };
+        Ok(Self(layer, slot))
     }
 
     /// `x W^T + b + residual` (the residual add fused into the product on the fast path).
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.0 {
-            LinearImpl::Fast(l) => Ok(l.forward(&to_f32(x)?, Some(&to_f32(residual)?))?),
-            LinearImpl::Candle(l) => l.forward(x)? + residual,
+        let y = match &self.0 {
+            LinearImpl::Fast(l) => l.forward(&to_f32(x)?, Some(&to_f32(residual)?))?,
+            LinearImpl::Candle(l) => (l.forward(x)? + residual)?,
+        };
+        self.branches(x, y)
+    }
+
+    /// `y` with the side branches added, when there are any.
+    fn branches(&self, x: &Tensor, y: Tensor) -> candle_core::Result<Tensor> {
+        if !self.1.is_active() {
+            return Ok(y);
         }
+        let dtype = y.dtype();
+        self.1.add_linear(x, y)?.to_dtype(dtype)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.0 {
-            LinearImpl::Fast(l) => Ok(l.forward(&to_f32(x)?, None)?),
-            LinearImpl::Candle(l) => l.forward(x),
-        }
+        let y = match &self.0 {
+            LinearImpl::Fast(l) => l.forward(&to_f32(x)?, None)?,
+            LinearImpl::Candle(l) => l.forward(x)?,
+        };
+        self.branches(x, y)
     }
 }
 
@@ -104,9 +128,10 @@ enum ConvImpl {
     Candle(candle_nn::Conv2d),
 }
 
-/// A 2-D convolution (`weight` `[out, in, k, k]`, `bias` `[out]`, square stride and padding).
+/// A 2-D convolution (`weight` `[out, in, k, k]`, `bias` `[out]`, square stride and padding),
+/// plus any [side branches](crate::side_branch).
 #[derive(Debug, Clone)]
-pub struct Conv2d(ConvImpl);
+pub struct Conv2d(ConvImpl, Arc<SideBranches>, Conv2dConfig);
 
 impl Conv2d {
     /// Loads `weight` and `bias` (groups and dilation must be 1).
@@ -117,9 +142,10 @@ impl Conv2d {
         config: Conv2dConfig,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
-        let w = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+        let shape = [out_channels, in_channels, kernel, kernel];
+        let w = vb.get(shape.as_slice(), "weight")?;
         let b = vb.get(out_channels, "bias")?;
-        Self::from_weights(w, Some(b), config)
+        Self::with_slot(w, Some(b), config, side_branch::slot(&vb.prefix(), &shape))
     }
 
     /// Wraps tensors already loaded (packed now when the fast path applies).
@@ -127,6 +153,16 @@ impl Conv2d {
         weight: Tensor,
         bias: Option<Tensor>,
         config: Conv2dConfig,
+    ) -> candle_core::Result<Self> {
+        let slot = SideBranches::new(weight.dims());
+        Self::with_slot(weight, bias, config, slot)
+    }
+
+    fn with_slot(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        config: Conv2dConfig,
+        slot: Arc<SideBranches>,
     ) -> candle_core::Result<Self> {
         let plain = config.groups == 1 && config.dilation == 1;
         Ok(Self(
@@ -145,6 +181,8 @@ impl Conv2d {
                 }
                 _ => ConvImpl::Candle(candle_nn::Conv2d::new(weight, bias, config)),
             },
+            slot,
+            config,
         ))
     }
 
@@ -157,11 +195,11 @@ impl Conv2d {
         channel_bias: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        match &self.0 {
+        let y = match &self.0 {
             ConvImpl::Fast(c) => {
                 let cb = channel_bias.map(to_f32).transpose()?;
                 let r = residual.map(to_f32).transpose()?;
-                Ok(c.forward_ex(&to_f32(x)?, cb.as_ref(), r.as_ref())?)
+                c.forward_ex(&to_f32(x)?, cb.as_ref(), r.as_ref())?
             }
             ConvImpl::Candle(c) => {
                 let mut y = c.forward(x)?;
@@ -169,11 +207,18 @@ impl Conv2d {
                     y = y.broadcast_add(&cb.unsqueeze(2)?.unsqueeze(3)?)?;
                 }
                 match residual {
-                    Some(r) => y + r,
-                    None => Ok(y),
+                    Some(r) => (y + r)?,
+                    None => y,
                 }
             }
+        };
+        if !self.1.is_active() {
+            return Ok(y);
         }
+        let dtype = y.dtype();
+        self.1
+            .add_conv(x, y, self.2.stride, self.2.padding)?
+            .to_dtype(dtype)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod denoise;
 pub mod error;
 pub mod image;
 pub mod infotext;
+mod lora_branches;
 pub mod model_source;
 pub mod prompt;
 pub mod random_model;

@@ -34,6 +34,7 @@ use crate::denoise::{denoise, Guidance, Inpainting, StepCallback};
 use crate::error::{Error, Result};
 use crate::image::{image_to_tensor, mask_to_tensor, resize_nearest, tensor_to_images};
 use crate::infotext::Infotext;
+use crate::lora_branches::{LoraBranches, PendingBranches};
 use crate::model_source::ModelSource;
 use crate::request::{GenerateRequest, ImageInput};
 use crate::rng::TorchRng;
@@ -60,13 +61,15 @@ pub struct Parts {
 
 /// How networks are built from weights.
 #[derive(Debug, Clone)]
-struct BuildSettings {
+pub(crate) struct BuildSettings {
     dtype: DType,
     device: Device,
     attention: AttentionMode,
     vae_tiling: bool,
-    /// LoRA files merged into the weights as each network is built.
-    lora: Option<Arc<LoraStack>>,
+    /// LoRA files merged into the weights as each network is built (unless `side_branches`).
+    pub(crate) lora: Option<Arc<LoraStack>>,
+    /// Keep the LoRAs as side branches chosen per request instead of merging them.
+    pub(crate) side_branches: bool,
     /// Textual-inversion rows added to the text encoder's token table.
     embeddings: Arc<Embeddings>,
 }
@@ -234,14 +237,17 @@ fn take_once(store: TensorStore, network: Component, s: &BuildSettings) -> VarBu
     let source = TensorSource {
         store,
         network,
-        lora: s.lora.clone(),
+        lora: s.lora.clone().filter(|_| !s.side_branches),
     };
     VarBuilder::from_backend(Box::new(source), s.dtype, s.device.clone())
 }
 
-fn build_text_encoder(weights: &ModelWeights, s: &BuildSettings) -> Result<ClipTextModel> {
+pub(crate) fn build_text_encoder(
+    weights: &ModelWeights,
+    s: &BuildSettings,
+) -> Result<ClipTextModel> {
     let mut tensors = weights.text_encoder.clone();
-    if let Some(lora) = &s.lora {
+    if let Some(lora) = s.lora.as_ref().filter(|_| !s.side_branches) {
         lora.apply_all(Component::TextEncoder, &mut tensors)?;
     }
     let config = s
@@ -395,6 +401,18 @@ impl StableDiffusionBuilder {
         self
     }
 
+    /// Keeps the LoRA files as side branches of the UNet's layers (and re-merges the small text
+    /// encoder when asked for other multipliers) instead of merging them at load: each
+    /// request's `<lora:NAME:TE:UNET>` tags then choose which of them apply, at any
+    /// multipliers, and a request without tags gets the plain model. Each call pays for the
+    /// branches' products; the images are the merged ones (within rounding). Needs the
+    /// networks resident (not [`low_memory`](Self::low_memory)). The multipliers given to
+    /// [`lora`](Self::lora) are then not used: the tags choose.
+    pub fn lora_side_branches(mut self, side_branches: bool) -> Self {
+        self.settings.side_branches = side_branches;
+        self
+    }
+
     /// Makes LoRA keys of no known module, and modules for layers the model lacks, an error
     /// (default: they are skipped, and listed by [`StableDiffusion::lora_unmatched`]).
     pub fn lora_strict(mut self, strict: bool) -> Self {
@@ -439,8 +457,18 @@ impl StableDiffusionBuilder {
             stack.push(file, *multipliers);
         }
         let stack = (!stack.is_empty()).then(|| Arc::new(stack));
+        if self.settings.side_branches && self.low_memory {
+            return Err(Error::Lora {
+                message: "LoRA side branches need the networks resident; \
+                          turn low-memory mode off or merge the LoRAs"
+                    .into(),
+            });
+        }
         self.settings.lora = stack.clone();
         let mut sd = self.build_networks()?;
+        if let (Some(stack), Some(pending)) = (&stack, sd.pending_branches.take()) {
+            sd.branches = Some(LoraBranches::new(stack.clone(), pending)?);
+        }
         sd.lora = stack.map(|stack| LoadedLoras { stack, strict });
         if matches!(sd.models, Models::Resident(_)) {
             sd.check_lora_matches()?;
@@ -587,6 +615,11 @@ impl StableDiffusionBuilder {
         // Each network's tensors are dropped once it is built: the fast CPU layers keep packed
         // copies only, so the read tensors would otherwise double the peak memory.
         let text_encoder = Arc::new(build_text_encoder(&weights, settings)?);
+        let branch_text = settings.side_branches.then(|| ModelWeights {
+            unet: Default::default(),
+            vae: Default::default(),
+            ..weights.clone()
+        });
         weights.text_encoder.clear();
         let (unet_tensors, vae_tensors) = match mapped {
             Some((unet, vae)) => (TensorStore::Mapped(unet), TensorStore::Mapped(vae)),
@@ -595,19 +628,28 @@ impl StableDiffusionBuilder {
                 TensorStore::read(std::mem::take(&mut weights.vae)),
             ),
         };
-        let denoiser = Arc::new(build_unet(unet_tensors, &weights, settings)?);
+        let (denoiser, slots) =
+            sd_kernels::side_branch::collect(|| build_unet(unet_tensors, &weights, settings));
+        let denoiser = Arc::new(denoiser?);
         let autoencoder = Arc::new(build_vae(vae_tensors, &weights, settings)?);
         end_of_phase();
         let models = Models::Resident(Parts {
-            text_encoder,
+            text_encoder: text_encoder.clone(),
             denoiser,
             autoencoder,
         });
         let device = settings.device.clone();
         let embeddings = settings.embeddings.clone();
-        StableDiffusion::assemble(
+        let mut sd = StableDiffusion::assemble(
             &weights, models, embeddings, tokenizer, name, scheduler, device,
-        )
+        )?;
+        sd.pending_branches = branch_text.map(|text| PendingBranches {
+            slots,
+            text: Box::new(text),
+            settings: settings.clone(),
+            plain_text_encoder: text_encoder,
+        });
+        Ok(sd)
     }
 }
 
@@ -668,6 +710,10 @@ struct LoadedLoras {
 /// A loaded Stable Diffusion 1.x / 2.x model.
 pub struct StableDiffusion {
     lora: Option<LoadedLoras>,
+    /// LoRAs kept as side branches (see `lora_side_branches`).
+    branches: Option<LoraBranches>,
+    /// What `build` turns into `branches` once the LoRA files are known.
+    pending_branches: Option<PendingBranches>,
     embeddings: Arc<Embeddings>,
     tokenizer: ClipTokenizer,
     models: Models,
@@ -711,6 +757,7 @@ impl StableDiffusion {
                 attention: AttentionMode::default(),
                 vae_tiling: false,
                 lora: None,
+                side_branches: false,
                 embeddings: Arc::default(),
             },
             scheduler: None,
@@ -740,6 +787,8 @@ impl StableDiffusion {
         };
         Ok(Self {
             lora: None,
+            branches: None,
+            pending_branches: None,
             embeddings,
             tokenizer,
             models,
@@ -766,6 +815,8 @@ impl StableDiffusion {
     ) -> Result<Self> {
         Ok(Self {
             lora: None,
+            branches: None,
+            pending_branches: None,
             embeddings: Arc::default(),
             default_scheduler: scheduler_config.default_kind()?,
             unet_in_channels: parts.denoiser.in_channels(),
@@ -861,8 +912,15 @@ impl StableDiffusion {
         })
     }
 
-    /// `text` without its `<lora:…>` tags, each checked against the LoRA files loaded.
-    fn without_lora_tags(&self, field: &'static str, text: &str) -> Result<String> {
+    /// `text` without its `<lora:…>` tags, each checked against the LoRA files loaded; with
+    /// side branches, the multipliers each tag asks for are written into `selection` (per
+    /// file, in load order).
+    fn without_lora_tags(
+        &self,
+        field: &'static str,
+        text: &str,
+        selection: &mut [Option<Multipliers>],
+    ) -> Result<String> {
         let (text, tags) = sd_prompt::split_lora_tags(text).map_err(Error::Prompt)?;
         let loaded = self.loras();
         for tag in tags {
@@ -870,6 +928,32 @@ impl StableDiffusion {
                 text_encoder: tag.text_encoder,
                 unet: tag.unet,
             };
+            if self.branches.is_some() {
+                let Some(index) = loaded.iter().position(|(name, _)| *name == tag.name) else {
+                    let names: Vec<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::request(
+                        field,
+                        format!(
+                            "<lora:{}> names no loaded LoRA (loaded: {})",
+                            tag.name,
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                match selection[index] {
+                    Some(other) if other != wanted => {
+                        return Err(Error::request(
+                            field,
+                            format!(
+                                "<lora:{}> is asked for twice, at te {} / unet {} and at te {} / unet {}",
+                                tag.name, other.text_encoder, other.unet, wanted.text_encoder, wanted.unet
+                            ),
+                        ))
+                    }
+                    _ => selection[index] = Some(wanted),
+                }
+                continue;
+            }
             if !loaded
                 .iter()
                 .any(|(name, m)| *name == tag.name && *m == wanted)
@@ -927,11 +1011,26 @@ impl StableDiffusion {
         let mut timings = Timings::default();
 
         let clock = Instant::now();
-        let prompt = self.without_lora_tags("prompt", &request.prompt)?;
+        let mut selection = vec![None; self.loras().len()];
+        let prompt = self.without_lora_tags("prompt", &request.prompt, &mut selection)?;
         let negative_prompt =
-            self.without_lora_tags("negative_prompt", &request.negative_prompt)?;
+            self.without_lora_tags("negative_prompt", &request.negative_prompt, &mut selection)?;
+        // With side branches, the tagged LoRAs apply until this request ends.
+        let branches = match &self.branches {
+            Some(b) => {
+                let wanted: Vec<Multipliers> = selection
+                    .iter()
+                    .map(|m| m.unwrap_or(Multipliers::both(0.0)))
+                    .collect();
+                Some(b.select(&wanted)?)
+            }
+            None => None,
+        };
         let conditioning = {
-            let text_encoder = self.models.text_encoder()?;
+            let text_encoder = match &branches {
+                Some(selection) => selection.text_encoder(),
+                None => self.models.text_encoder()?,
+            };
             encode_prompts(
                 &self.tokenizer,
                 &self.embeddings,

@@ -152,3 +152,58 @@ fn ldm_named_unet_modules_give_the_same_image() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn side_branches_give_the_merged_images_request_by_request() -> Result<()> {
+    let sd = StableDiffusion::builder(pipeline_fixture("tiny-sd1"))
+        .lora(lora_fixture("kohya.safetensors"), Multipliers::both(1.0))
+        .lora(lora_fixture("peft.safetensors"), Multipliers::both(1.0))
+        .lora(lora_fixture("loha.safetensors"), Multipliers::both(1.0))
+        .lora_side_branches(true)
+        .lora_strict(true)
+        .build()?;
+    let base = lora_case_request(&Value::Null);
+    let with_prompt = |prompt: &str| GenerateRequest {
+        prompt: format!("a photo of a cat {prompt}"),
+        negative_prompt: "blurry".into(),
+        ..base.clone()
+    };
+    let plain = image(&with_loras(&[])?, &with_prompt(""))?;
+    assert_eq!(
+        image(&sd, &with_prompt(""))?,
+        plain,
+        "no tag: the plain model"
+    );
+
+    let cases = [
+        ("<lora:kohya:0.5:0.8>", "kohya-te0.5-unet0.8.png"),
+        ("<lora:kohya:0.5> <lora:peft:0.5>", "kohya0.5-peft0.5.png"),
+        ("<lora:loha>", "loha.png"),
+        ("<lora:kohya:1>", "kohya.png"),
+    ];
+    for (tags, reference) in cases {
+        let expected = image_crate::open(lora_fixture(reference))?.to_rgb8();
+        let ours = image(&sd, &with_prompt(tags))?;
+        let diff = max_difference(&ours, &expected);
+        println!("side branches {tags}: {diff} levels from diffusers");
+        assert!(diff <= 2, "{tags}: {diff} levels from diffusers");
+    }
+    // Merged at load, the same LoRA gives the same image within rounding.
+    let merged = with_loras(&[("kohya.safetensors", Multipliers::both(1.0))])?;
+    let diff = max_difference(
+        &image(&sd, &with_prompt("<lora:kohya:1>"))?,
+        &image(&merged, &with_prompt("<lora:kohya:1>"))?,
+    );
+    assert!(diff <= 1, "side branches {diff} levels from merged");
+    // And back to the plain model, exactly.
+    assert_eq!(image(&sd, &with_prompt(""))?, plain);
+
+    let err = sd
+        .generate_simple(&with_prompt("<lora:nosuch:1>"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRequest { field, message } if *field == "prompt" && message.contains("nosuch")),
+        "{err}"
+    );
+    Ok(())
+}

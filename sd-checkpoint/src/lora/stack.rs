@@ -166,6 +166,22 @@ impl LoraStack {
         }
     }
 
+    /// `(file index, module index)` of every module that changes layer `key`, in the order the
+    /// files were added; the modules count as matched from then on (for callers that apply
+    /// them themselves, e.g. as side branches).
+    pub fn modules_for(&self, key: &ModuleKey) -> Vec<(usize, usize)> {
+        let targets = self
+            .by_key
+            .read()
+            .ok()
+            .and_then(|by_key| by_key.get(key).cloned())
+            .unwrap_or_default();
+        if let Ok(mut matched) = self.matched.lock() {
+            matched.extend(targets.iter().copied());
+        }
+        targets
+    }
+
     /// [`apply`](Self::apply) to every tensor of `tensors` (one network's).
     pub fn apply_all(&self, network: Component, tensors: &mut NamedTensors) -> Result<()> {
         for (name, tensor) in tensors.iter_mut() {
