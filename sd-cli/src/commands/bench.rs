@@ -88,6 +88,10 @@ pub struct Args {
     /// time and peak memory then include applying it.
     #[arg(long, value_name = "PATH[:MULT|:TE:UNET]")]
     pub lora: Vec<String>,
+    /// Keep the --lora files as side branches (switchable per request) and ask for each in
+    /// the prompt with a tag at its multipliers: UNet calls then include the branches.
+    #[arg(long, requires = "lora")]
+    pub lora_branches: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -163,7 +167,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     };
 
     let request = GenerateRequest {
-        prompt: PROMPT.into(),
+        prompt: prompt(args)?,
         negative_prompt: String::new(),
         steps: args.steps,
         guidance_scale: 7.5,
@@ -249,8 +253,23 @@ impl RandomModel {
 
 /// Reads the model and builds the networks as `sd generate` does; also returns the UNet's
 /// shape for the FLOP count.
+/// The prompt, with a `<lora:…>` tag for each `--lora` when they are side branches.
+fn prompt(args: &Args) -> Result<String> {
+    let mut prompt = PROMPT.to_string();
+    if args.lora_branches {
+        for lora in &args.lora {
+            let (path, m) = crate::extra_networks::parse_lora(lora)?;
+            let name = path.file_stem().unwrap_or_default().to_string_lossy();
+            prompt.push_str(&format!(" <lora:{name}:{}:{}>", m.text_encoder, m.unet));
+        }
+    }
+    Ok(prompt)
+}
+
 fn load(builder: StableDiffusionBuilder, args: &Args) -> Result<(StableDiffusion, UnetShape)> {
-    let mut builder = builder.dtype(args.dtype.dtype());
+    let mut builder = builder
+        .dtype(args.dtype.dtype())
+        .lora_side_branches(args.lora_branches);
     for lora in &args.lora {
         let (path, multipliers) = crate::extra_networks::parse_lora(lora)?;
         builder = builder.lora(path, multipliers);
