@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod animation;
 mod commands;
 mod extra_networks;
 mod output_path;

@@ -1106,6 +1106,7 @@ impl StableDiffusion {
                 guidance,
                 inpainting.as_ref(),
                 &mut rng,
+                self.scheduler_config.prediction_type,
                 &mut counting,
             )?
         };
@@ -1144,6 +1145,15 @@ impl StableDiffusion {
             infotexts,
             timings,
         })
+    }
+
+    /// 8-bit images of `latents` `[B, 4, h, w]` (unscaled, as [`StepProgress`](crate::StepProgress) gives them)
+    /// through this model's VAE: the full-quality preview of a step's x0.
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Vec<RgbImage>> {
+        let vae = self.models.autoencoder()?;
+        let scale = Tensor::new(vae.scaling_factor() as f32, &self.device)?;
+        let latents = latents.to_device(&self.device)?.broadcast_div(&scale)?;
+        tensor_to_images(&vae.decode(&latents)?)
     }
 
     /// [`generate`](Self::generate) without a callback.

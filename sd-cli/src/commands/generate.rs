@@ -22,6 +22,7 @@ use sd_pipeline::{
     StableDiffusion, StepProgress,
 };
 
+use crate::animation::{Animation, PreviewQuality};
 use crate::extra_networks;
 use crate::output_path;
 use crate::peak_memory::peak_memory_bytes;
@@ -140,6 +141,19 @@ pub struct Args {
     /// name, written in a prompt, stands for its vectors.
     #[arg(long, value_name = "DIR")]
     pub embeddings_dir: Option<PathBuf>,
+    /// Keep a picture of the predicted clean image (x0) every N model calls, for --animation
+    /// and --frames.
+    #[arg(long, value_name = "N")]
+    pub preview_every: Option<usize>,
+    /// How previews are made: the latent-to-RGB projection (instant) or the VAE.
+    #[arg(long, value_enum, default_value_t = PreviewQuality::Latent2rgb)]
+    pub preview: PreviewQuality,
+    /// Write the previews and the final image as a looping GIF (needs --preview-every).
+    #[arg(long, value_name = "OUT.gif", requires = "preview_every")]
+    pub animation: Option<PathBuf>,
+    /// Write the previews and the final image as DIR/step-NNN.png (needs --preview-every).
+    #[arg(long, value_name = "DIR", requires = "preview_every")]
+    pub frames: Option<PathBuf>,
     /// Sliced attention: at most this many query positions at a time (saves memory).
     #[arg(long, value_name = "N")]
     pub attention_slice: Option<usize>,
@@ -176,9 +190,20 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
     let bar = progress_bar(args.quiet);
+    let mut animation = args
+        .preview_every
+        .map(|every| Animation::new(every, args.preview))
+        .transpose()?;
+    let mut preview_error = None;
     let generated = sd.generate(&request, &mut |p: &StepProgress| {
         bar.set_length(p.total as u64);
         bar.set_position(p.step as u64);
+        if let Some(animation) = animation.as_mut() {
+            if let Err(e) = animation.step(&sd, p) {
+                preview_error = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
         if interrupted.load(Ordering::SeqCst) {
             ControlFlow::Break(())
         } else {
@@ -186,6 +211,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         }
     });
     bar.finish_and_clear();
+    if let Some(e) = preview_error {
+        return Err(e.context("--preview-every"));
+    }
     let generated = generated.map_err(|e| match e {
         Error::Cancelled { step } => anyhow::Error::new(Interrupted { step }),
         other => request_error(other),
@@ -212,6 +240,17 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         writeln!(out, "wrote {}", path.display())?;
     }
     write_extra_networks(&sd, out)?;
+    if let Some(animation) = animation.as_mut() {
+        animation.finish(generated.timings.model_calls, &generated.images[0]);
+        if let Some(dir) = &args.frames {
+            let written = animation.write_frames(dir, args.force)?;
+            writeln!(out, "wrote {} frames to {}", written.len(), dir.display())?;
+        }
+        if let Some(path) = &args.animation {
+            animation.write_gif(path)?;
+            writeln!(out, "wrote {} ({} frames)", path.display(), animation.len())?;
+        }
+    }
     writeln!(out, "seed: {}", request.seed)?;
     writeln!(
         out,
@@ -286,6 +325,9 @@ fn check_output(args: &Args) -> Result<()> {
     }
     for path in png_output::batch_paths(&args.output, args.batch_size) {
         output_path::check_replaceable("-o", &path, args.force)?;
+    }
+    if let Some(path) = &args.animation {
+        output_path::check_replaceable("--animation", path, args.force)?;
     }
     Ok(())
 }

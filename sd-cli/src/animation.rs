@@ -1,0 +1,130 @@
+//! `sd generate --preview-every N --animation OUT.gif --frames DIR`: the denoising process as
+//! pictures. Every N model calls the predicted clean image (x0) of the first batch entry is
+//! kept, as the latent-to-RGB projection or through the VAE (`--preview`), and the final image
+//! is the last frame. Frames are written as numbered PNGs and/or one looping GIF, each under a
+//! temporary name first.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use sd_pipeline::image_crate::codecs::gif::{GifEncoder, Repeat};
+use sd_pipeline::image_crate::{self, Delay, Frame, RgbImage};
+use sd_pipeline::{StableDiffusion, StepProgress};
+
+use crate::output_path;
+use crate::temp_path::TempSibling;
+
+/// How a step's x0 is turned into a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreviewQuality {
+    /// The linear projection of the 4 latent channels (no network; blocky, instant).
+    Latent2rgb,
+    /// The full VAE decoder (the final image's quality; one decode per frame).
+    Vae,
+}
+
+/// Frame time in the GIF; the final image stays 5 times as long.
+const FRAME_MS: u32 = 200;
+
+/// The frames of one run.
+pub struct Animation {
+    every: usize,
+    quality: PreviewQuality,
+    /// (model calls done, picture).
+    frames: Vec<(usize, RgbImage)>,
+}
+
+impl Animation {
+    /// Keeps a frame every `every` model calls (at least 1).
+    pub fn new(every: usize, quality: PreviewQuality) -> Result<Self> {
+        if every == 0 {
+            bail!("--preview-every: 0 steps; give at least 1");
+        }
+        Ok(Self {
+            every,
+            quality,
+            frames: Vec::new(),
+        })
+    }
+
+    /// Called at every step: keeps a frame when one is due (never at the last step, whose
+    /// frame is the final image).
+    pub fn step(&mut self, sd: &StableDiffusion, progress: &StepProgress) -> Result<()> {
+        if !progress.step.is_multiple_of(self.every) || progress.step >= progress.total {
+            return Ok(());
+        }
+        let x0 = progress.predicted_original.narrow(0, 0, 1)?;
+        let mut images = match self.quality {
+            PreviewQuality::Latent2rgb => sd_pipeline::preview::latent_to_rgb(&x0)?,
+            PreviewQuality::Vae => sd.decode_latents(&x0)?,
+        };
+        self.frames.push((progress.step, images.remove(0)));
+        Ok(())
+    }
+
+    /// The final image as the last frame, after `steps` model calls.
+    pub fn finish(&mut self, steps: usize, image: &RgbImage) {
+        self.frames.push((steps, image.clone()));
+    }
+
+    /// How many frames there are.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The numbered PNG paths in `dir`: `step-003.png`, ...
+    fn frame_paths(&self, dir: &Path) -> Vec<PathBuf> {
+        self.frames
+            .iter()
+            .map(|(step, _)| dir.join(format!("step-{step:03}.png")))
+            .collect()
+    }
+
+    /// Writes `dir/step-NNN.png` for every frame (the folder is made if missing). Existing
+    /// files are replaced only with `force`; all are checked before any is written.
+    pub fn write_frames(&self, dir: &Path, force: bool) -> Result<Vec<PathBuf>> {
+        if dir.exists() && !dir.is_dir() {
+            bail!("--frames {}: not a folder", dir.display());
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--frames {}: cannot make the folder", dir.display()))?;
+        let paths = self.frame_paths(dir);
+        for path in &paths {
+            output_path::check_replaceable("--frames", path, force)?;
+        }
+        for (path, (_, image)) in paths.iter().zip(&self.frames) {
+            let tmp = TempSibling::new(path, "frame");
+            image
+                .save_with_format(tmp.path(), image_crate::ImageFormat::Png)
+                .with_context(|| format!("--frames {}: cannot write", path.display()))?;
+            std::fs::rename(tmp.path(), path).with_context(|| {
+                format!("--frames {}: cannot rename into place", path.display())
+            })?;
+        }
+        Ok(paths)
+    }
+
+    /// Writes the frames as one looping GIF at `path` (already checked to be replaceable).
+    pub fn write_gif(&self, path: &Path) -> Result<()> {
+        let tmp = TempSibling::new(path, "gif");
+        {
+            let file = std::fs::File::create(tmp.path())
+                .with_context(|| format!("--animation {}: cannot create", path.display()))?;
+            let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+            encoder.set_repeat(Repeat::Infinite)?;
+            let last = self.frames.len().saturating_sub(1);
+            for (i, (_, image)) in self.frames.iter().enumerate() {
+                let ms = if i == last { 5 * FRAME_MS } else { FRAME_MS };
+                let rgba = image_crate::DynamicImage::ImageRgb8(image.clone()).to_rgba8();
+                let frame = Frame::from_parts(rgba, 0, 0, Delay::from_numer_denom_ms(ms, 1));
+                encoder
+                    .encode_frame(frame)
+                    .with_context(|| format!("--animation {}: cannot encode", path.display()))?;
+            }
+        }
+        std::fs::rename(tmp.path(), path)
+            .with_context(|| format!("--animation {}: cannot rename into place", path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! `sd generate --preview-every N --animation OUT.gif --frames DIR` on the tiny model: frame
+//! counts, names, sizes and order, the final frame is the output image, the GIF decodes.
+
+mod common;
+
+use common::{folder, s, sd, TempDir};
+use sd_pipeline::image_crate::codecs::gif::GifDecoder;
+use sd_pipeline::image_crate::{self, AnimationDecoder};
+
+fn args<'a>(model: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "generate",
+        "a photo of a cat",
+        "--model",
+        model,
+        "--steps",
+        "10",
+        "--seed",
+        "42",
+        "--scheduler",
+        "ddim",
+        "-q",
+        "-o",
+        out,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn frames_every_n_steps_end_with_the_final_image() {
+    let dir = TempDir::new("animation");
+    let model = folder("tiny-sd1");
+    let out = dir.path("cat.png");
+    let gif = dir.path("cat.gif");
+    let frames = dir.path("frames");
+    let run = sd(&args(
+        s(&model),
+        s(&out),
+        &[
+            "--preview-every",
+            "3",
+            "--animation",
+            s(&gif),
+            "--frames",
+            s(&frames),
+        ],
+    ));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("wrote 4 frames") && stdout.contains("(4 frames)"),
+        "{stdout}"
+    );
+
+    let mut names: Vec<String> = std::fs::read_dir(&frames)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "step-003.png",
+            "step-006.png",
+            "step-009.png",
+            "step-010.png"
+        ]
+    );
+    let last = image_crate::open(frames.join("step-010.png"))
+        .unwrap()
+        .to_rgb8();
+    let final_image = image_crate::open(&out).unwrap().to_rgb8();
+    assert_eq!(last, final_image, "the last frame is the output image");
+    let first = image_crate::open(frames.join("step-003.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(first.dimensions(), (64, 64));
+    assert_ne!(first, last);
+
+    let file = std::io::BufReader::new(std::fs::File::open(&gif).unwrap());
+    let decoded = GifDecoder::new(file)
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(decoded.len(), 4);
+    assert!(decoded.iter().all(|f| f.buffer().dimensions() == (64, 64)));
+
+    // VAE previews, and a GIF that exists is replaced only with --force.
+    let run = sd(&args(
+        s(&model),
+        s(&out),
+        &[
+            "--preview-every",
+            "5",
+            "--preview",
+            "vae",
+            "--animation",
+            s(&gif),
+            "--force",
+        ],
+    ));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let run = sd(&args(
+        s(&model),
+        s(&out),
+        &["--preview-every", "5", "--animation", s(&gif)],
+    ));
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("--animation") || err.contains("-o"), "{err}");
+
+    let run = sd(&args(
+        s(&model),
+        s(&out),
+        &["--preview-every", "0", "--animation", s(&gif), "--force"],
+    ));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--preview-every: 0 steps"));
+}
