@@ -2,7 +2,8 @@
 //! pictures. Every N model calls the predicted clean image (x0) of the first batch entry is
 //! kept, as the latent-to-RGB projection or through the VAE (`--preview`), and the final image
 //! is the last frame. Frames are written as numbered PNGs and/or one looping GIF, each under a
-//! temporary name first.
+//! temporary name first; `--preview-file` rewrites one PNG with each new preview as it comes,
+//! for an image viewer that reloads it.
 
 use std::path::{Path, PathBuf};
 
@@ -31,13 +32,22 @@ const FRAME_MS: u32 = 200;
 pub struct Animation {
     every: usize,
     quality: PreviewQuality,
-    /// (model calls done, picture).
+    /// (model calls done, picture), kept when frames or a GIF are asked for.
     frames: Vec<(usize, RgbImage)>,
+    keep: bool,
+    /// Rewritten with the newest preview at every frame (`--preview-file`).
+    live: Option<PathBuf>,
 }
 
 impl Animation {
-    /// Keeps a frame every `every` model calls (at least 1).
-    pub fn new(every: usize, quality: PreviewQuality) -> Result<Self> {
+    /// Makes a frame every `every` model calls (at least 1); keeps them when `keep`, and
+    /// writes each to `live` as it comes.
+    pub fn new(
+        every: usize,
+        quality: PreviewQuality,
+        keep: bool,
+        live: Option<PathBuf>,
+    ) -> Result<Self> {
         if every == 0 {
             bail!("--preview-every: 0 steps; give at least 1");
         }
@@ -45,6 +55,8 @@ impl Animation {
             every,
             quality,
             frames: Vec::new(),
+            keep,
+            live,
         })
     }
 
@@ -59,7 +71,13 @@ impl Animation {
             PreviewQuality::Latent2rgb => sd_pipeline::preview::latent_to_rgb(&x0)?,
             PreviewQuality::Vae => sd.decode_latents(&x0)?,
         };
-        self.frames.push((progress.step, images.remove(0)));
+        let image = images.remove(0);
+        if let Some(path) = &self.live {
+            write_png(path, &image, "--preview-file")?;
+        }
+        if self.keep {
+            self.frames.push((progress.step, image));
+        }
         Ok(())
     }
 
@@ -94,13 +112,7 @@ impl Animation {
             output_path::check_replaceable("--frames", path, force)?;
         }
         for (path, (_, image)) in paths.iter().zip(&self.frames) {
-            let tmp = TempSibling::new(path, "frame");
-            image
-                .save_with_format(tmp.path(), image_crate::ImageFormat::Png)
-                .with_context(|| format!("--frames {}: cannot write", path.display()))?;
-            std::fs::rename(tmp.path(), path).with_context(|| {
-                format!("--frames {}: cannot rename into place", path.display())
-            })?;
+            write_png(path, image, "--frames")?;
         }
         Ok(paths)
     }
@@ -127,4 +139,16 @@ impl Animation {
             .with_context(|| format!("--animation {}: cannot rename into place", path.display()))?;
         Ok(())
     }
+}
+
+/// `image` as a PNG at `path`, written under a temporary name and renamed into place (so a
+/// viewer watching `path` never reads half a file).
+fn write_png(path: &Path, image: &RgbImage, flag: &str) -> Result<()> {
+    let tmp = TempSibling::new(path, "frame");
+    image
+        .save_with_format(tmp.path(), image_crate::ImageFormat::Png)
+        .with_context(|| format!("{flag} {}: cannot write", path.display()))?;
+    std::fs::rename(tmp.path(), path)
+        .with_context(|| format!("{flag} {}: cannot rename into place", path.display()))?;
+    Ok(())
 }

@@ -125,4 +125,31 @@ fn frames_every_n_steps_end_with_the_final_image() {
         &["--preview-every", "0", "--animation", s(&gif), "--force"],
     ));
     assert!(String::from_utf8_lossy(&run.stderr).contains("--preview-every: 0 steps"));
+
+    // A live preview file holds the newest preview (step 8 of 10 here), written whole each time.
+    let live = dir.path("live.png");
+    let run = sd(&args(
+        s(&model),
+        s(&out),
+        &[
+            "--preview-every",
+            "4",
+            "--preview-file",
+            s(&live),
+            "--frames",
+            s(&frames),
+            "--force",
+        ],
+    ));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let live_image = image_crate::open(&live).unwrap().to_rgb8();
+    let step8 = image_crate::open(frames.join("step-008.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(live_image, step8);
+    assert_ne!(live_image, image_crate::open(&out).unwrap().to_rgb8());
 }

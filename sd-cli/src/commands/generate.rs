@@ -154,6 +154,10 @@ pub struct Args {
     /// Write the previews and the final image as DIR/step-NNN.png (needs --preview-every).
     #[arg(long, value_name = "DIR", requires = "preview_every")]
     pub frames: Option<PathBuf>,
+    /// Rewrite this PNG with each new preview while the run goes (for an image viewer that
+    /// reloads it; needs --preview-every).
+    #[arg(long, value_name = "PATH.png", requires = "preview_every")]
+    pub preview_file: Option<PathBuf>,
     /// Sliced attention: at most this many query positions at a time (saves memory).
     #[arg(long, value_name = "N")]
     pub attention_slice: Option<usize>,
@@ -192,7 +196,10 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     let bar = progress_bar(args.quiet);
     let mut animation = args
         .preview_every
-        .map(|every| Animation::new(every, args.preview))
+        .map(|every| {
+            let keep = args.animation.is_some() || args.frames.is_some();
+            Animation::new(every, args.preview, keep, args.preview_file.clone())
+        })
         .transpose()?;
     let mut preview_error = None;
     let generated = sd.generate(&request, &mut |p: &StepProgress| {
@@ -328,6 +335,9 @@ fn check_output(args: &Args) -> Result<()> {
     }
     if let Some(path) = &args.animation {
         output_path::check_replaceable("--animation", path, args.force)?;
+    }
+    if let Some(path) = &args.preview_file {
+        output_path::check_replaceable("--preview-file", path, args.force)?;
     }
     Ok(())
 }
