@@ -119,31 +119,42 @@ impl Animation {
 
     /// Writes the frames as one looping GIF at `path` (already checked to be replaceable).
     pub fn write_gif(&self, path: &Path) -> Result<()> {
-        let tmp = TempSibling::new(path, "gif");
-        {
-            let file = std::fs::File::create(tmp.path())
-                .with_context(|| format!("--animation {}: cannot create", path.display()))?;
-            let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
-            encoder.set_repeat(Repeat::Infinite)?;
-            let last = self.frames.len().saturating_sub(1);
-            for (i, (_, image)) in self.frames.iter().enumerate() {
-                let ms = if i == last { 5 * FRAME_MS } else { FRAME_MS };
-                let rgba = image_crate::DynamicImage::ImageRgb8(image.clone()).to_rgba8();
-                let frame = Frame::from_parts(rgba, 0, 0, Delay::from_numer_denom_ms(ms, 1));
-                encoder
-                    .encode_frame(frame)
-                    .with_context(|| format!("--animation {}: cannot encode", path.display()))?;
-            }
-        }
-        std::fs::rename(tmp.path(), path)
-            .with_context(|| format!("--animation {}: cannot rename into place", path.display()))?;
-        Ok(())
+        let images: Vec<&RgbImage> = self.frames.iter().map(|(_, image)| image).collect();
+        write_gif(path, &images, "--animation", true)
     }
+}
+
+/// `images` as one looping GIF at `path`, written under a temporary name; with `hold_last`
+/// the last frame stays 5 times as long.
+pub fn write_gif(path: &Path, images: &[&RgbImage], flag: &str, hold_last: bool) -> Result<()> {
+    let tmp = TempSibling::new(path, "gif");
+    {
+        let file = std::fs::File::create(tmp.path())
+            .with_context(|| format!("{flag} {}: cannot create", path.display()))?;
+        let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+        encoder.set_repeat(Repeat::Infinite)?;
+        let last = images.len().saturating_sub(1);
+        for (i, image) in images.iter().enumerate() {
+            let ms = if hold_last && i == last {
+                5 * FRAME_MS
+            } else {
+                FRAME_MS
+            };
+            let rgba = image_crate::DynamicImage::ImageRgb8((*image).clone()).to_rgba8();
+            let frame = Frame::from_parts(rgba, 0, 0, Delay::from_numer_denom_ms(ms, 1));
+            encoder
+                .encode_frame(frame)
+                .with_context(|| format!("{flag} {}: cannot encode", path.display()))?;
+        }
+    }
+    std::fs::rename(tmp.path(), path)
+        .with_context(|| format!("{flag} {}: cannot rename into place", path.display()))?;
+    Ok(())
 }
 
 /// `image` as a PNG at `path`, written under a temporary name and renamed into place (so a
 /// viewer watching `path` never reads half a file).
-fn write_png(path: &Path, image: &RgbImage, flag: &str) -> Result<()> {
+pub fn write_png(path: &Path, image: &RgbImage, flag: &str) -> Result<()> {
     let tmp = TempSibling::new(path, "frame");
     image
         .save_with_format(tmp.path(), image_crate::ImageFormat::Png)

@@ -40,6 +40,8 @@ enum Command {
     Merge(commands::merge::Args),
     /// Time a text-to-image run phase by phase: load, text encoding, UNet calls, VAE decode.
     Bench(commands::bench::Args),
+    /// Walk between seeds and/or prompts: an animated GIF of the frames in between.
+    Walk(Box<commands::walk::Args>),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(&args, &mut std::io::stdout().lock()),
         Command::Merge(args) => commands::merge::run(&args, &mut std::io::stdout().lock()),
         Command::Bench(args) => commands::bench::run(&args, &mut std::io::stdout().lock()),
+        Command::Walk(args) => commands::walk::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -153,3 +153,79 @@ fn frames_every_n_steps_end_with_the_final_image() {
     assert_eq!(live_image, step8);
     assert_ne!(live_image, image_crate::open(&out).unwrap().to_rgb8());
 }
+
+#[test]
+fn a_walk_starts_and_ends_on_the_keyframes_images() {
+    let dir = TempDir::new("walk");
+    let model = folder("tiny-sd1");
+    let gif = dir.path("walk.gif");
+    let frames = dir.path("frames");
+    let common = ["--steps", "4", "--negative-prompt", "blurry", "-q"];
+    let mut walk = vec!["walk", "--model", s(&model), "--prompt", "a photo of a cat"];
+    walk.extend([
+        "--seed",
+        "1",
+        "--seed",
+        "2",
+        "--between",
+        "2",
+        "-o",
+        s(&gif),
+    ]);
+    walk.extend(["--frames", s(&frames)]);
+    walk.extend(common);
+    let run = sd(&walk);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("(4 frames"));
+    let file = std::io::BufReader::new(std::fs::File::open(&gif).unwrap());
+    let decoded = GifDecoder::new(file)
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(decoded.len(), 4);
+
+    for (seed, frame) in [("1", "frame-000.png"), ("2", "frame-003.png")] {
+        let out = dir.path(&format!("seed{seed}.png"));
+        let mut generate = vec!["generate", "a photo of a cat", "--model", s(&model)];
+        generate.extend(["--seed", seed, "-o", s(&out)]);
+        generate.extend(common);
+        let run = sd(&generate);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let own = image_crate::open(&out).unwrap().to_rgb8();
+        let walked = image_crate::open(frames.join(frame)).unwrap().to_rgb8();
+        assert_eq!(
+            own, walked,
+            "seed {seed}: the keyframe is sd generate's image"
+        );
+    }
+
+    let run = sd(&[
+        "walk",
+        "--model",
+        s(&model),
+        "--prompt",
+        "a",
+        "--prompt",
+        "b",
+        "--prompt",
+        "c",
+        "--seed",
+        "1",
+        "--seed",
+        "2",
+        "-o",
+        s(&gif),
+        "--force",
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--prompt x3 and --seed x2"));
+}

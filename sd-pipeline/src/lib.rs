@@ -15,6 +15,7 @@ pub mod request;
 pub mod rng;
 pub mod stable_diffusion;
 pub mod textual_inversion;
+pub mod walk;
 
 pub use components::{Autoencoder, Denoiser, TextEncoder};
 pub use denoise::StepProgress;

@@ -97,6 +97,14 @@ pub struct GenerateRequest {
     pub scheduler: Option<SchedulerKind>,
     /// Image-to-image or inpainting input.
     pub init: Option<ImageInput>,
+    /// Text-to-image: the start noise `[batch, 4, height / 8, width / 8]` (standard normal,
+    /// before the scheduler's initial sigma) instead of the seed's first draw, which is still
+    /// made, so later draws (ancestral samplers) are the seed's as usual. For latent walks.
+    pub start_noise: Option<candle_core::Tensor>,
+    /// The text conditioning to use instead of encoding the prompts (see
+    /// [`StableDiffusion::encode`](crate::StableDiffusion::encode)); `<lora:…>` tags in the
+    /// prompts still choose side-branch LoRAs. For interpolating between prompts.
+    pub conditioning: Option<crate::conditioning::Conditioning>,
 }
 
 impl Default for GenerateRequest {
@@ -115,6 +123,8 @@ impl Default for GenerateRequest {
             emphasis: Emphasis::A1111,
             scheduler: None,
             init: None,
+            start_noise: None,
+            conditioning: None,
         }
     }
 }

@@ -982,6 +982,77 @@ impl StableDiffusion {
         Ok(text)
     }
 
+    /// Tokenizes and encodes the prompts of `request` (its `conditioning` field ignored), as
+    /// [`generate`](Self::generate) would: `[uncond; cond]` rows per image when guidance runs
+    /// the unconditional pass. Interpolate two of these for a walk between prompts.
+    pub fn encode(&self, request: &GenerateRequest) -> Result<Conditioning> {
+        request.validate()?;
+        let guided = request.guidance.uses_uncond(request.guidance_scale);
+        let (conditioning, _) = self.prepare_text(request, guided, request.batch_size, true)?;
+        Ok(conditioning)
+    }
+
+    /// The prompts without their LoRA tags, encoded when `encode` (else an empty context),
+    /// and the side-branch selection the tags ask for, held while the guard lives.
+    fn prepare_text(
+        &self,
+        request: &GenerateRequest,
+        guided: bool,
+        batch: usize,
+        encode: bool,
+    ) -> Result<(
+        Conditioning,
+        Option<std::sync::MutexGuard<'_, crate::lora_branches::Selection>>,
+    )> {
+        let mut selection = vec![None; self.loras().len()];
+        let prompt = self.without_lora_tags("prompt", &request.prompt, &mut selection)?;
+        let negative_prompt =
+            self.without_lora_tags("negative_prompt", &request.negative_prompt, &mut selection)?;
+        // With side branches, the tagged LoRAs apply until this request ends.
+        let branches = match &self.branches {
+            Some(b) => {
+                let wanted: Vec<Multipliers> = selection
+                    .iter()
+                    .map(|m| m.unwrap_or(Multipliers::both(0.0)))
+                    .collect();
+                Some(b.select(&wanted)?)
+            }
+            None => None,
+        };
+        if !encode {
+            let empty = Tensor::zeros(0, DType::F32, &self.device)?;
+            let conditioning = Conditioning {
+                context: empty,
+                token_weights: None,
+            };
+            return Ok((conditioning, branches));
+        }
+        let conditioning = {
+            let text_encoder = match &branches {
+                Some(selection) => selection.text_encoder(),
+                None => self.models.text_encoder()?,
+            };
+            encode_prompts(
+                &self.tokenizer,
+                &self.embeddings,
+                text_encoder.as_ref(),
+                &prompt,
+                guided.then_some(negative_prompt.as_str()),
+                batch,
+                request.clip_skip,
+                request.emphasis,
+            )?
+        };
+        let conditioning = Conditioning {
+            context: conditioning.context.to_device(&self.device)?,
+            token_weights: conditioning
+                .token_weights
+                .map(|w| w.to_device(&self.device))
+                .transpose()?,
+        };
+        Ok((conditioning, branches))
+    }
+
     /// Generates `request.batch_size` images. `callback` sees every step and can cancel the run
     /// by returning `ControlFlow::Break(())` ([`Error::Cancelled`]).
     pub fn generate(
@@ -1011,43 +1082,28 @@ impl StableDiffusion {
         let mut timings = Timings::default();
 
         let clock = Instant::now();
-        let mut selection = vec![None; self.loras().len()];
-        let prompt = self.without_lora_tags("prompt", &request.prompt, &mut selection)?;
-        let negative_prompt =
-            self.without_lora_tags("negative_prompt", &request.negative_prompt, &mut selection)?;
-        // With side branches, the tagged LoRAs apply until this request ends.
-        let branches = match &self.branches {
-            Some(b) => {
-                let wanted: Vec<Multipliers> = selection
-                    .iter()
-                    .map(|m| m.unwrap_or(Multipliers::both(0.0)))
-                    .collect();
-                Some(b.select(&wanted)?)
+        let (conditioning, _selection) =
+            self.prepare_text(request, guided, batch, request.conditioning.is_none())?;
+        let conditioning = match &request.conditioning {
+            Some(given) => {
+                let rows = if guided { 2 * batch } else { batch };
+                if given.context.dim(0)? != rows {
+                    return Err(Error::request(
+                        "conditioning",
+                        format!(
+                            "{} context rows; this request needs {rows} ({})",
+                            given.context.dim(0)?,
+                            if guided {
+                                "uncond and cond per image"
+                            } else {
+                                "cond per image"
+                            }
+                        ),
+                    ));
+                }
+                given.clone()
             }
-            None => None,
-        };
-        let conditioning = {
-            let text_encoder = match &branches {
-                Some(selection) => selection.text_encoder(),
-                None => self.models.text_encoder()?,
-            };
-            encode_prompts(
-                &self.tokenizer,
-                &self.embeddings,
-                text_encoder.as_ref(),
-                &prompt,
-                guided.then_some(negative_prompt.as_str()),
-                batch,
-                request.clip_skip,
-                request.emphasis,
-            )?
-        };
-        let conditioning = Conditioning {
-            context: conditioning.context.to_device(&self.device)?,
-            token_weights: conditioning
-                .token_weights
-                .map(|w| w.to_device(&self.device))
-                .transpose()?,
+            None => conditioning,
         };
         timings.text_encoding = clock.elapsed();
 
@@ -1055,9 +1111,28 @@ impl StableDiffusion {
         let mut rng = TorchRng::new(request.seed);
         let begin = start_step * scheduler.order();
         let latent_shape = [batch, 4, height / VAE_SCALE, width / VAE_SCALE];
+        if request.start_noise.is_some() && request.init.is_some() {
+            return Err(Error::request(
+                "start_noise",
+                "only text-to-image starts from given noise (img2img noises its init image)",
+            ));
+        }
         let (latents, inpainting) = match &request.init {
             None => {
-                let noise = rng.randn_tensor(&latent_shape, &self.device, DType::F32)?;
+                // The seed's draw is made even when replaced, so later draws stay the seed's.
+                let mut noise = rng.randn_tensor(&latent_shape, &self.device, DType::F32)?;
+                if let Some(given) = &request.start_noise {
+                    if given.dims() != latent_shape {
+                        return Err(Error::request(
+                            "start_noise",
+                            format!(
+                                "shape {:?}; this request's latents are {latent_shape:?}",
+                                given.dims()
+                            ),
+                        ));
+                    }
+                    noise = given.to_dtype(DType::F32)?.to_device(&self.device)?;
+                }
                 ((noise * scheduler.init_noise_sigma())?, None)
             }
             Some(init) if init.mask.is_none() => {

@@ -50,6 +50,8 @@ fn request(case: &Value) -> Result<GenerateRequest> {
         emphasis: Emphasis::A1111,
         scheduler: Some(str_of("scheduler").context("scheduler")?.parse()?),
         init,
+        start_noise: None,
+        conditioning: None,
     })
 }
 

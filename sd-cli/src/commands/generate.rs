@@ -387,6 +387,8 @@ fn request(args: &Args) -> Result<GenerateRequest> {
         },
         scheduler,
         init,
+        start_noise: None,
+        conditioning: None,
     })
 }
 

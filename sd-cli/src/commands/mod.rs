@@ -6,3 +6,4 @@ pub mod inspect;
 pub mod inspect_networks;
 pub mod merge;
 pub mod tokenize;
+pub mod walk;

@@ -1,0 +1,94 @@
+//! Latent walks on tiny-sd1: keyframes are exactly `generate`'s images for their prompt and
+//! seed, frames come in order and count, in-between frames are in between.
+
+mod common;
+
+use anyhow::Result;
+use common::{max_difference, pipeline_fixture};
+use sd_pipeline::walk::{walk, Keyframe, TextPath};
+use sd_pipeline::{GenerateRequest, StableDiffusion};
+
+fn base() -> GenerateRequest {
+    GenerateRequest {
+        negative_prompt: "blurry".into(),
+        steps: 6,
+        width: Some(64),
+        height: Some(64),
+        scheduler: Some("euler-ancestral".parse().unwrap()),
+        ..GenerateRequest::default()
+    }
+}
+
+#[test]
+fn keyframes_are_the_generated_images_and_frames_lie_between() -> Result<()> {
+    let sd = StableDiffusion::builder(pipeline_fixture("tiny-sd1")).build()?;
+    let keys = [
+        Keyframe {
+            prompt: "a photo of a cat".into(),
+            seed: 1,
+        },
+        Keyframe {
+            prompt: "a photo of a dog".into(),
+            seed: 2,
+        },
+    ];
+    let mut told = Vec::new();
+    let frames = walk(
+        &sd,
+        &base(),
+        &keys,
+        2,
+        false,
+        TextPath::Linear,
+        &mut |i, n| told.push((i, n)),
+    )?;
+    assert_eq!(frames.len(), 4);
+    assert_eq!(told, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+    let own = |k: &Keyframe| -> Result<_> {
+        let request = GenerateRequest {
+            prompt: k.prompt.clone(),
+            seed: k.seed,
+            ..base()
+        };
+        Ok(sd.generate_simple(&request)?.images.remove(0))
+    };
+    let (first, last) = (own(&keys[0])?, own(&keys[1])?);
+    // Ancestral sampling: the seed's later draws are kept too.
+    assert_eq!(
+        frames[0], first,
+        "the first frame is the first keyframe's image"
+    );
+    assert_eq!(
+        frames[3], last,
+        "the last frame is the last keyframe's image"
+    );
+    let d01 = max_difference(&frames[0], &frames[1]);
+    let d03 = max_difference(&frames[0], &frames[3]);
+    assert!(d01 > 0 && d03 > 0, "{d01} {d03}");
+
+    // Looping back: two segments of three frames, the first keyframe not repeated.
+    let looped = walk(
+        &sd,
+        &base(),
+        &keys,
+        2,
+        true,
+        TextPath::Spherical,
+        &mut |_, _| {},
+    )?;
+    assert_eq!(looped.len(), 6);
+    assert_eq!(looped[0], first);
+    assert_eq!(looped[3], last);
+
+    let err = walk(
+        &sd,
+        &base(),
+        &keys[..1],
+        2,
+        false,
+        TextPath::Linear,
+        &mut |_, _| {},
+    );
+    assert!(err.is_err());
+    Ok(())
+}
