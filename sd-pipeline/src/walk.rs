@@ -11,6 +11,9 @@ use crate::request::GenerateRequest;
 use crate::rng::TorchRng;
 use crate::stable_diffusion::{StableDiffusion, VAE_SCALE};
 
+/// The most frames a walk makes (every frame is a whole text-to-image run).
+pub const MAX_FRAMES: usize = 10_000;
+
 /// How text conditioning moves between two prompts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TextPath {
@@ -94,6 +97,20 @@ pub fn walk(
         return Err(Error::request(
             "keyframes",
             "a walk needs at least two keyframes",
+        ));
+    }
+    let segments_count = keyframes.len() - 1 + usize::from(loop_back);
+    let frames_count = between
+        .checked_add(1)
+        .and_then(|per| per.checked_mul(segments_count))
+        .and_then(|n| n.checked_add(usize::from(!loop_back)));
+    if frames_count.is_none_or(|n| n > MAX_FRAMES) {
+        return Err(Error::request(
+            "between",
+            format!(
+                "{} keyframes with {between} frames between each make more than {MAX_FRAMES} frames",
+                keyframes.len()
+            ),
         ));
     }
     if base.init.is_some() || base.batch_size != 1 {

@@ -92,3 +92,34 @@ fn keyframes_are_the_generated_images_and_frames_lie_between() -> Result<()> {
     assert!(err.is_err());
     Ok(())
 }
+
+#[test]
+fn an_absurd_frame_count_is_refused_before_any_work() {
+    let sd = StableDiffusion::builder(pipeline_fixture("tiny-sd1"))
+        .build()
+        .unwrap();
+    let keys = [
+        Keyframe {
+            prompt: "a".into(),
+            seed: 1,
+        },
+        Keyframe {
+            prompt: "b".into(),
+            seed: 2,
+        },
+    ];
+    for between in [usize::MAX, 1_000_000] {
+        let err = walk(
+            &sd,
+            &base(),
+            &keys,
+            between,
+            false,
+            TextPath::Linear,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("between") && err.contains("10000"), "{err}");
+    }
+}
