@@ -28,3 +28,13 @@ pub(crate) fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
     let n = sq(b.clone()).expect("f32");
     (d / n).sqrt()
 }
+
+/// The largest |a - b| over all elements.
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("same shape, f32")
+}

@@ -183,21 +183,11 @@ mod tests {
     use sd_scheduler::{SchedulerConfig, SchedulerKind};
 
     fn seeded(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = TorchRng::new(seed);
-        rng.randn_tensor(shape, &Device::Cpu, DType::F32).unwrap()
+        crate::test_util::seeded(shape, seed)
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        crate::test_util::max_abs_diff(a, b)
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod random_model;
 pub mod request;
 pub mod rng;
 pub mod stable_diffusion;
+#[cfg(test)]
+mod test_util;
 pub mod textual_inversion;
 pub mod walk;
 

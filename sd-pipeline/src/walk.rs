@@ -187,12 +187,9 @@ pub fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn randn(seed: u64) -> Tensor {
-        TorchRng::new(seed)
-            .randn_tensor(&[1, 4, 6, 5], &Device::Cpu, DType::F32)
-            .unwrap()
+        crate::test_util::seeded(&[1, 4, 6, 5], seed)
     }
 
     fn norm(t: &Tensor) -> f32 {
@@ -206,16 +203,7 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        crate::test_util::max_abs_diff(a, b)
     }
 
     #[test]
