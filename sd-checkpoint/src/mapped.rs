@@ -44,6 +44,11 @@ impl MappedSafetensors {
         self.metadata.offset_keys().into_iter().collect()
     }
 
+    /// The header's `__metadata__` strings (e.g. diffusers' `lora_adapter_metadata`), if any.
+    pub fn header_metadata(&self) -> Option<&std::collections::HashMap<String, String>> {
+        self.metadata.metadata().as_ref()
+    }
+
     /// Whether the file has a tensor `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.metadata.info(name).is_some()

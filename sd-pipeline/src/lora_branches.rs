@@ -35,6 +35,9 @@ struct Layer {
     modules: Vec<(usize, usize)>,
 }
 
+/// A request's hold on the selection (see [`LoraBranches::select`]).
+pub(crate) type SelectionGuard<'a> = MutexGuard<'a, Selection>;
+
 /// The selection in force.
 pub(crate) struct Selection {
     /// Per LoRA file, in load order.
@@ -69,7 +72,7 @@ impl LoraBranches {
                 network: Component::Unet,
                 path: path.replace('.', "_"),
             };
-            let modules = stack.modules_for(&key);
+            let modules = stack.modules_for(&key)?;
             if !modules.is_empty() {
                 layers.push(Layer { slot, modules });
             }
@@ -101,7 +104,7 @@ impl LoraBranches {
 
     /// Sets the branches and text encoder for `wanted` (per file, in load order) and holds
     /// them until the returned guard drops.
-    pub(crate) fn select(&self, wanted: &[Multipliers]) -> Result<MutexGuard<'_, Selection>> {
+    pub(crate) fn select(&self, wanted: &[Multipliers]) -> Result<SelectionGuard<'_>> {
         let mut selection = self.selection.lock().map_err(|_| Error::Lora {
             message: "the LoRA selection lock is poisoned (a request panicked)".into(),
         })?;
@@ -132,14 +135,15 @@ impl LoraBranches {
 
     /// One layer's branches at the UNet multipliers of `wanted`.
     fn branches_of(&self, layer: &Layer, wanted: &[Multipliers]) -> Result<Vec<SideBranch>> {
-        let files: Vec<_> = self.stack.files().collect();
         let mut branches = Vec::new();
         for &(f, m) in &layer.modules {
             let multiplier = wanted[f].unet;
             if multiplier == 0.0 {
                 continue;
             }
-            let (file, _) = files[f];
+            let Some((file, _)) = self.stack.files().nth(f) else {
+                continue;
+            };
             let module = &file.modules()[m];
             let shape = layer.slot.weight_shape();
             let fail = |e: candle_core::Error| Error::Lora {

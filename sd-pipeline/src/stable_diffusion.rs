@@ -34,7 +34,7 @@ use crate::denoise::{denoise, Guidance, Inpainting, StepCallback};
 use crate::error::{Error, Result};
 use crate::image::{image_to_tensor, mask_to_tensor, resize_nearest, tensor_to_images};
 use crate::infotext::Infotext;
-use crate::lora_branches::{LoraBranches, PendingBranches};
+use crate::lora_branches::{LoraBranches, PendingBranches, SelectionGuard};
 use crate::model_source::ModelSource;
 use crate::request::{GenerateRequest, ImageInput};
 use crate::rng::TorchRng;
@@ -441,6 +441,13 @@ impl StableDiffusionBuilder {
         if self.low_memory {
             CachingAllocator::cap_limit(LOW_MEMORY_CACHE);
         }
+        if self.settings.side_branches && self.low_memory {
+            return Err(Error::Lora {
+                message: "LoRA side branches need the networks resident; \
+                          turn low-memory mode off or merge the LoRAs"
+                    .into(),
+            });
+        }
         let strict = self.lora_strict;
         let mut stack = LoraStack::new();
         for (path, multipliers) in &self.loras {
@@ -457,13 +464,6 @@ impl StableDiffusionBuilder {
             stack.push(file, *multipliers);
         }
         let stack = (!stack.is_empty()).then(|| Arc::new(stack));
-        if self.settings.side_branches && self.low_memory {
-            return Err(Error::Lora {
-                message: "LoRA side branches need the networks resident; \
-                          turn low-memory mode off or merge the LoRAs"
-                    .into(),
-            });
-        }
         self.settings.lora = stack.clone();
         let mut sd = self.build_networks()?;
         if let (Some(stack), Some(pending)) = (&stack, sd.pending_branches.take()) {
@@ -628,8 +628,11 @@ impl StableDiffusionBuilder {
                 TensorStore::read(std::mem::take(&mut weights.vae)),
             ),
         };
-        let (denoiser, slots) =
-            sd_kernels::side_branch::collect(|| build_unet(unet_tensors, &weights, settings));
+        let (denoiser, slots) = if settings.side_branches {
+            sd_kernels::side_branch::collect(|| build_unet(unet_tensors, &weights, settings))
+        } else {
+            (build_unet(unet_tensors, &weights, settings), Vec::new())
+        };
         let denoiser = Arc::new(denoiser?);
         let autoencoder = Arc::new(build_vae(vae_tensors, &weights, settings)?);
         end_of_phase();
@@ -988,22 +991,22 @@ impl StableDiffusion {
     pub fn encode(&self, request: &GenerateRequest) -> Result<Conditioning> {
         request.validate()?;
         let guided = request.guidance.uses_uncond(request.guidance_scale);
-        let (conditioning, _) = self.prepare_text(request, guided, request.batch_size, true)?;
-        Ok(conditioning)
+        let (prompts, selection) = self.select_loras(request)?;
+        self.encode_text(
+            request,
+            &prompts,
+            guided,
+            request.batch_size,
+            selection.as_ref(),
+        )
     }
 
-    /// The prompts without their LoRA tags, encoded when `encode` (else an empty context),
-    /// and the side-branch selection the tags ask for, held while the guard lives.
-    fn prepare_text(
+    /// The prompt and negative prompt without their LoRA tags, and the side-branch selection
+    /// the tags ask for, held while the guard lives.
+    fn select_loras(
         &self,
         request: &GenerateRequest,
-        guided: bool,
-        batch: usize,
-        encode: bool,
-    ) -> Result<(
-        Conditioning,
-        Option<std::sync::MutexGuard<'_, crate::lora_branches::Selection>>,
-    )> {
+    ) -> Result<((String, String), Option<SelectionGuard<'_>>)> {
         let mut selection = vec![None; self.loras().len()];
         let prompt = self.without_lora_tags("prompt", &request.prompt, &mut selection)?;
         let negative_prompt =
@@ -1019,38 +1022,40 @@ impl StableDiffusion {
             }
             None => None,
         };
-        if !encode {
-            let empty = Tensor::zeros(0, DType::F32, &self.device)?;
-            let conditioning = Conditioning {
-                context: empty,
-                token_weights: None,
-            };
-            return Ok((conditioning, branches));
-        }
-        let conditioning = {
-            let text_encoder = match &branches {
-                Some(selection) => selection.text_encoder(),
-                None => self.models.text_encoder()?,
-            };
-            encode_prompts(
-                &self.tokenizer,
-                &self.embeddings,
-                text_encoder.as_ref(),
-                &prompt,
-                guided.then_some(negative_prompt.as_str()),
-                batch,
-                request.clip_skip,
-                request.emphasis,
-            )?
+        Ok(((prompt, negative_prompt), branches))
+    }
+
+    /// `prompts` (prompt, negative prompt; tags removed) encoded for `request`, with the text
+    /// encoder of the side-branch `selection` when there is one, on the pipeline's device.
+    fn encode_text(
+        &self,
+        request: &GenerateRequest,
+        (prompt, negative_prompt): &(String, String),
+        guided: bool,
+        batch: usize,
+        selection: Option<&SelectionGuard<'_>>,
+    ) -> Result<Conditioning> {
+        let text_encoder = match selection {
+            Some(selection) => selection.text_encoder(),
+            None => self.models.text_encoder()?,
         };
-        let conditioning = Conditioning {
+        let conditioning = encode_prompts(
+            &self.tokenizer,
+            &self.embeddings,
+            text_encoder.as_ref(),
+            prompt,
+            guided.then_some(negative_prompt.as_str()),
+            batch,
+            request.clip_skip,
+            request.emphasis,
+        )?;
+        Ok(Conditioning {
             context: conditioning.context.to_device(&self.device)?,
             token_weights: conditioning
                 .token_weights
                 .map(|w| w.to_device(&self.device))
                 .transpose()?,
-        };
-        Ok((conditioning, branches))
+        })
     }
 
     /// Generates `request.batch_size` images. `callback` sees every step and can cancel the run
@@ -1082,9 +1087,9 @@ impl StableDiffusion {
         let mut timings = Timings::default();
 
         let clock = Instant::now();
-        let (conditioning, _selection) =
-            self.prepare_text(request, guided, batch, request.conditioning.is_none())?;
+        let (prompts, selection) = self.select_loras(request)?;
         let conditioning = match &request.conditioning {
+            None => self.encode_text(request, &prompts, guided, batch, selection.as_ref())?,
             Some(given) => {
                 let rows = if guided { 2 * batch } else { batch };
                 if given.context.dim(0)? != rows {
@@ -1103,7 +1108,6 @@ impl StableDiffusion {
                 }
                 given.clone()
             }
-            None => conditioning,
         };
         timings.text_encoding = clock.elapsed();
 

@@ -5,7 +5,6 @@
 //! module by `lora_alpha / r` (`/ √r` with `use_rslora`), with `alpha_pattern` overriding the
 //! alpha of the modules whose names end with a pattern.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
@@ -13,9 +12,7 @@ use serde_json::Value;
 use super::keys::ModuleKey;
 use crate::error::{Error, Result};
 use crate::ldm_names::Component;
-
-/// The largest header read (safetensors caps headers at 100 MB; LoRA headers are kilobytes).
-const MAX_HEADER: u64 = 100 << 20;
+use crate::mapped::MappedSafetensors;
 
 /// One network's adapter settings.
 #[derive(Debug, Clone, Default)]
@@ -40,25 +37,10 @@ impl AdapterMetadata {
             path: path.to_path_buf(),
             message,
         };
-        let mut file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-        let mut len = [0u8; 8];
-        file.read_exact(&mut len)
-            .map_err(|e| fail(format!("cannot read the header: {e}")))?;
-        let len = u64::from_le_bytes(len);
-        if len > MAX_HEADER {
-            return Err(fail(format!(
-                "a {len}-byte safetensors header is too large"
-            )));
-        }
-        let mut header = vec![0u8; len as usize];
-        file.read_exact(&mut header)
-            .map_err(|e| fail(format!("cannot read the header: {e}")))?;
-        let header: Value = serde_json::from_slice(&header)
-            .map_err(|e| fail(format!("the safetensors header is not JSON: {e}")))?;
-        let Some(raw) = header
-            .get("__metadata__")
+        let file = MappedSafetensors::open(path)?;
+        let Some(raw) = file
+            .header_metadata()
             .and_then(|m| m.get("lora_adapter_metadata"))
-            .and_then(Value::as_str)
         else {
             return Ok(None);
         };

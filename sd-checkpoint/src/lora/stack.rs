@@ -92,15 +92,9 @@ impl LoraStack {
         let Some(key) = weight_key(network, name) else {
             return Ok(weight);
         };
-        let targets = match self.by_key.read() {
-            Ok(by_key) => by_key.get(&key).cloned(),
-            Err(_) => return Err(Error::Merge("LoRA table lock poisoned".into())),
-        };
-        let Some(targets) = targets else {
+        let targets = self.modules_for(&key)?;
+        if targets.is_empty() {
             return Ok(weight);
-        };
-        if let Ok(mut matched) = self.matched.lock() {
-            matched.extend(targets.iter().copied());
         }
         let mut sum: Option<Tensor> = None;
         for &(f, m) in &targets {
@@ -169,17 +163,15 @@ impl LoraStack {
     /// `(file index, module index)` of every module that changes layer `key`, in the order the
     /// files were added; the modules count as matched from then on (for callers that apply
     /// them themselves, e.g. as side branches).
-    pub fn modules_for(&self, key: &ModuleKey) -> Vec<(usize, usize)> {
-        let targets = self
-            .by_key
-            .read()
-            .ok()
-            .and_then(|by_key| by_key.get(key).cloned())
-            .unwrap_or_default();
+    pub fn modules_for(&self, key: &ModuleKey) -> Result<Vec<(usize, usize)>> {
+        let targets = match self.by_key.read() {
+            Ok(by_key) => by_key.get(key).cloned().unwrap_or_default(),
+            Err(_) => return Err(Error::Merge("LoRA table lock poisoned".into())),
+        };
         if let Ok(mut matched) = self.matched.lock() {
             matched.extend(targets.iter().copied());
         }
-        targets
+        Ok(targets)
     }
 
     /// [`apply`](Self::apply) to every tensor of `tensors` (one network's).

@@ -167,7 +167,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     };
 
     let request = GenerateRequest {
-        prompt: prompt(args)?,
+        prompt: prompt(args, &sd),
         negative_prompt: String::new(),
         steps: args.steps,
         guidance_scale: 7.5,
@@ -251,21 +251,19 @@ impl RandomModel {
     }
 }
 
-/// Reads the model and builds the networks as `sd generate` does; also returns the UNet's
-/// shape for the FLOP count.
-/// The prompt, with a `<lora:…>` tag for each `--lora` when they are side branches.
-fn prompt(args: &Args) -> Result<String> {
+/// The prompt, with a `<lora:…>` tag for each LoRA `sd` loaded when they are side branches.
+fn prompt(args: &Args, sd: &StableDiffusion) -> String {
     let mut prompt = PROMPT.to_string();
     if args.lora_branches {
-        for lora in &args.lora {
-            let (path, m) = crate::extra_networks::parse_lora(lora)?;
-            let name = path.file_stem().unwrap_or_default().to_string_lossy();
+        for (name, m) in sd.loras() {
             prompt.push_str(&format!(" <lora:{name}:{}:{}>", m.text_encoder, m.unet));
         }
     }
-    Ok(prompt)
+    prompt
 }
 
+/// Reads the model and builds the networks as `sd generate` does; also returns the UNet's
+/// shape for the FLOP count.
 fn load(builder: StableDiffusionBuilder, args: &Args) -> Result<(StableDiffusion, UnetShape)> {
     let mut builder = builder
         .dtype(args.dtype.dtype())
