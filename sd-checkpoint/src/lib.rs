@@ -25,6 +25,7 @@ pub mod merge;
 pub(crate) mod pickle;
 mod single_file;
 mod source;
+pub mod taesd;
 pub mod textual_inversion;
 mod write;
 
@@ -38,6 +39,7 @@ pub use mapped::MappedSafetensors;
 pub use merge::Components;
 pub use single_file::load_single_file;
 pub use source::FileFormat;
+pub use taesd::{TaesdLayout, TaesdWeights};
 pub use textual_inversion::{EmbeddingLayout, TextualInversion};
 
 /// Tensors by diffusers / transformers name.

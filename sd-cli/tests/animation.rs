@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{folder, s, sd, TempDir};
+use common::{folder, root, s, sd, TempDir};
 use sd_pipeline::image_crate::codecs::gif::GifDecoder;
 use sd_pipeline::image_crate::{self, AnimationDecoder};
 
@@ -228,4 +228,61 @@ fn a_walk_starts_and_ends_on_the_keyframes_images() {
     ]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--prompt x3 and --seed x2"));
+}
+
+#[test]
+fn taesd_previews_and_final_decode() {
+    let dir = TempDir::new("taesd");
+    let model = folder("tiny-sd1");
+    let taesd = root().join("fixtures/vae/taesd");
+    let out = dir.path("cat.png");
+    let frames = dir.path("frames");
+    // The fixture case: Euler, 10 steps, seed 42, negative prompt "blurry", 64x64.
+    let mut a = vec!["generate", "a photo of a cat", "--model", s(&model)];
+    a.extend(["--steps", "10", "--seed", "42", "--scheduler", "euler"]);
+    a.extend(["--negative-prompt", "blurry", "-q", "-o", s(&out)]);
+    a.extend(["--taesd", s(&taesd), "--decoder", "taesd"]);
+    a.extend([
+        "--preview-every",
+        "5",
+        "--preview",
+        "taesd",
+        "--frames",
+        s(&frames),
+    ]);
+    let run = sd(&a);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let image = image_crate::open(&out).unwrap().to_rgb8();
+    let expected = image_crate::open(taesd.join("txt2img-euler-10-0.png"))
+        .unwrap()
+        .to_rgb8();
+    let diff = image
+        .as_raw()
+        .iter()
+        .zip(expected.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(diff <= 2, "{diff} levels from diffusers' TAESD image");
+    let step5 = image_crate::open(frames.join("step-005.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(step5.dimensions(), (64, 64));
+    assert_ne!(step5, image);
+    let text = std::fs::read(&out).unwrap();
+    assert!(String::from_utf8_lossy(&text).contains("VAE: TAESD"));
+
+    // Asking for TAESD without weights fails before any work, naming the flag.
+    let run = sd(&args(
+        s(&model),
+        s(&dir.path("no.png")),
+        &["--decoder", "taesd"],
+    ));
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--taesd PATH"));
+    assert!(!dir.path("no.png").exists());
 }

@@ -148,6 +148,19 @@ impl Conv2d {
         Self::with_slot(w, Some(b), config, side_branch::slot(&vb.prefix(), &shape))
     }
 
+    /// Loads `weight` only: a convolution without a bias (`bias=False` in torch).
+    pub fn no_bias(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        config: Conv2dConfig,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let shape = [out_channels, in_channels, kernel, kernel];
+        let w = vb.get(shape.as_slice(), "weight")?;
+        Self::with_slot(w, None, config, side_branch::slot(&vb.prefix(), &shape))
+    }
+
     /// Wraps tensors already loaded (packed now when the fast path applies).
     pub fn from_weights(
         weight: Tensor,

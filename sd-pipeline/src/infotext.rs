@@ -33,6 +33,8 @@ pub struct Infotext {
     pub size: (usize, usize),
     /// The model's name.
     pub model: String,
+    /// The decoder when it is not the model's own VAE (`VAE: TAESD`).
+    pub vae: Option<String>,
     /// A1111's clip skip (written when above 1).
     pub clip_skip: usize,
     /// Image-to-image / inpainting strength (`Denoising strength`).
@@ -93,6 +95,9 @@ impl std::fmt::Display for Infotext {
             ("Size", format!("{}x{}", self.size.0, self.size.1)),
             ("Model", quote(&self.model)),
         ]);
+        if let Some(vae) = &self.vae {
+            fields.push(("VAE", quote(vae)));
+        }
         if let Some(strength) = self.strength {
             fields.push(("Denoising strength", number(strength)));
         }
@@ -123,6 +128,7 @@ mod tests {
             seed: 1234,
             size: (512, 512),
             model: "v1-5-pruned-emaonly".into(),
+            vae: None,
             clip_skip: 2,
             strength: None,
             batch_position: None,
@@ -146,6 +152,7 @@ mod tests {
             clip_skip: 1,
             karras: true,
             model: "mix, v2".into(),
+            vae: Some("TAESD".into()),
             strength: Some(0.6),
             batch_position: Some((1, 2)),
             sampler: SchedulerKind::DpmSolverPlusPlus,
@@ -154,8 +161,8 @@ mod tests {
         assert_eq!(
             info.to_string(),
             "a photo of a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, \
-             Seed: 1234, Size: 512x512, Model: \"mix, v2\", Denoising strength: 0.6, Batch size: 2, \
-             Batch pos: 1"
+             Seed: 1234, Size: 512x512, Model: \"mix, v2\", VAE: TAESD, Denoising strength: 0.6, \
+             Batch size: 2, Batch pos: 1"
         );
     }
 }

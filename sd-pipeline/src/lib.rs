@@ -14,6 +14,7 @@ pub mod random_model;
 pub mod request;
 pub mod rng;
 pub mod stable_diffusion;
+pub mod taesd;
 #[cfg(test)]
 mod test_util;
 pub mod textual_inversion;
@@ -30,6 +31,7 @@ pub use rng::{randn_per_sample, NormalKernel, TorchRng};
 pub use sd_checkpoint as checkpoint;
 pub use sd_kernels;
 pub use stable_diffusion::{Generated, Parts, StableDiffusion, StableDiffusionBuilder, Timings};
+pub use taesd::{LatentDecoder, Taesd};
 
 // The crates whose types appear in this crate's API, for users of the facade.
 pub use ::image as image_crate;

@@ -105,6 +105,9 @@ pub struct GenerateRequest {
     /// [`StableDiffusion::encode`](crate::StableDiffusion::encode)); `<lora:…>` tags in the
     /// prompts still choose side-branch LoRAs. For interpolating between prompts.
     pub conditioning: Option<crate::conditioning::Conditioning>,
+    /// Which network decodes the final latents: the VAE, or the pipeline's TAESD (faster, lower
+    /// quality).
+    pub decoder: crate::taesd::LatentDecoder,
 }
 
 impl Default for GenerateRequest {
@@ -125,6 +128,7 @@ impl Default for GenerateRequest {
             init: None,
             start_noise: None,
             conditioning: None,
+            decoder: crate::taesd::LatentDecoder::Vae,
         }
     }
 }

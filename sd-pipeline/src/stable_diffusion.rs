@@ -38,6 +38,7 @@ use crate::lora_branches::{LoraBranches, PendingBranches, SelectionGuard};
 use crate::model_source::ModelSource;
 use crate::request::{GenerateRequest, ImageInput};
 use crate::rng::TorchRng;
+use crate::taesd::{LatentDecoder, Taesd};
 use crate::textual_inversion::Embeddings;
 
 /// The most freed memory the caching allocator keeps in low-memory mode (default 512 MiB):
@@ -334,6 +335,7 @@ pub struct StableDiffusionBuilder {
     loras: Vec<(PathBuf, Multipliers)>,
     lora_strict: bool,
     embedding_files: Vec<PathBuf>,
+    taesd: Option<PathBuf>,
     download_progress: bool,
 }
 
@@ -428,6 +430,15 @@ impl StableDiffusionBuilder {
         self
     }
 
+    /// Also loads TAESD, the tiny autoencoder, from `path` (see [`Taesd::open`]), in the
+    /// pipeline's dtype: for [`decode_latents_with`](StableDiffusion::decode_latents_with)
+    /// previews and for requests whose [`decoder`](GenerateRequest::decoder) is
+    /// [`LatentDecoder::Taesd`].
+    pub fn taesd(mut self, path: impl Into<PathBuf>) -> Self {
+        self.taesd = Some(path.into());
+        self
+    }
+
     /// Shows download progress bars when a Hub model is fetched (default: off).
     pub fn download_progress(mut self, show: bool) -> Self {
         self.download_progress = show;
@@ -465,7 +476,13 @@ impl StableDiffusionBuilder {
         }
         let stack = (!stack.is_empty()).then(|| Arc::new(stack));
         self.settings.lora = stack.clone();
+        let taesd = self
+            .taesd
+            .take()
+            .map(|path| Taesd::open(path, self.settings.dtype, &self.settings.device))
+            .transpose()?;
         let mut sd = self.build_networks()?;
+        sd.taesd = taesd.map(Arc::new);
         if let (Some(stack), Some(pending)) = (&stack, sd.pending_branches.take()) {
             sd.branches = Some(LoraBranches::new(stack.clone(), pending)?);
         }
@@ -718,6 +735,7 @@ pub struct StableDiffusion {
     /// What `build` turns into `branches` once the LoRA files are known.
     pending_branches: Option<PendingBranches>,
     embeddings: Arc<Embeddings>,
+    taesd: Option<Arc<Taesd>>,
     tokenizer: ClipTokenizer,
     models: Models,
     scheduler_config: SchedulerConfig,
@@ -770,6 +788,7 @@ impl StableDiffusion {
             loras: Vec::new(),
             lora_strict: false,
             embedding_files: Vec::new(),
+            taesd: None,
             download_progress: false,
         }
     }
@@ -792,6 +811,7 @@ impl StableDiffusion {
             lora: None,
             branches: None,
             pending_branches: None,
+            taesd: None,
             embeddings,
             tokenizer,
             models,
@@ -820,6 +840,7 @@ impl StableDiffusion {
             lora: None,
             branches: None,
             pending_branches: None,
+            taesd: None,
             embeddings: Arc::default(),
             default_scheduler: scheduler_config.default_kind()?,
             unet_in_channels: parts.denoiser.in_channels(),
@@ -1069,6 +1090,9 @@ impl StableDiffusion {
         let (width, height) = request.size(self.sample_size)?;
         let start_step = request.start_step()?;
         self.check_mode(request)?;
+        if request.decoder == LatentDecoder::Taesd {
+            self.loaded_taesd()?;
+        }
         let sampler = request.scheduler.unwrap_or(self.default_scheduler);
         let mut scheduler = sd_scheduler::build(sampler, &self.scheduler_config, request.steps)
             .map_err(|e| match e {
@@ -1209,9 +1233,7 @@ impl StableDiffusion {
             // One pass over sizes that seldom repeat: kept blocks would only add to the peak
             // (measured at 512²: 0.6 GiB more, no faster).
             let _uncached = CachingAllocator::uncached();
-            let vae = self.models.autoencoder()?;
-            let scale = Tensor::new(vae.scaling_factor() as f32, &self.device)?;
-            tensor_to_images(&vae.decode(&latents.broadcast_div(&scale)?)?)?
+            self.decode_latents_with(&latents, request.decoder)?
         };
         end_of_phase();
         timings.decoding = clock.elapsed();
@@ -1229,10 +1251,38 @@ impl StableDiffusion {
     /// 8-bit images of `latents` `[B, 4, h, w]` (unscaled, as [`StepProgress`](crate::StepProgress) gives them)
     /// through this model's VAE: the full-quality preview of a step's x0.
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Vec<RgbImage>> {
+        self.decode_latents_with(latents, LatentDecoder::Vae)
+    }
+
+    /// 8-bit images of `latents` `[B, 4, h, w]` (unscaled) through the VAE or TAESD: TAESD's
+    /// are the quick previews, of lower quality. TAESD must have been loaded
+    /// ([`StableDiffusionBuilder::taesd`]).
+    pub fn decode_latents_with(
+        &self,
+        latents: &Tensor,
+        decoder: LatentDecoder,
+    ) -> Result<Vec<RgbImage>> {
+        if decoder == LatentDecoder::Taesd {
+            return self.loaded_taesd()?.decode(latents);
+        }
         let vae = self.models.autoencoder()?;
         let scale = Tensor::new(vae.scaling_factor() as f32, &self.device)?;
         let latents = latents.to_device(&self.device)?.broadcast_div(&scale)?;
         tensor_to_images(&vae.decode(&latents)?)
+    }
+
+    /// The TAESD loaded with [`StableDiffusionBuilder::taesd`], if any.
+    pub fn taesd(&self) -> Option<&Taesd> {
+        self.taesd.as_deref()
+    }
+
+    fn loaded_taesd(&self) -> Result<&Taesd> {
+        self.taesd.as_deref().ok_or_else(|| {
+            Error::request(
+                "decoder",
+                "TAESD was asked for but none is loaded (StableDiffusionBuilder::taesd, --taesd)",
+            )
+        })
     }
 
     /// [`generate`](Self::generate) without a callback.
@@ -1335,6 +1385,7 @@ impl StableDiffusion {
             seed: request.seed,
             size,
             model: self.name.clone(),
+            vae: (request.decoder == LatentDecoder::Taesd).then(|| "TAESD".to_string()),
             clip_skip: request.clip_skip,
             strength: request.init.as_ref().map(|i| i.strength),
             batch_position: (request.batch_size > 1).then_some((index, request.batch_size)),

@@ -7,56 +7,17 @@ mod common;
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
-use common::{max_difference, pipeline_fixture};
+use anyhow::Context;
+use common::{case_request as request, max_difference, pipeline_fixture};
 use sd_pipeline::image_crate;
-use sd_pipeline::{Emphasis, GenerateRequest, GuidanceRule, ImageInput, StableDiffusion};
+use sd_pipeline::StableDiffusion;
 use serde_json::Value;
 
 /// diffusers' own float64 vs float32 runs of these pipelines differ by 1 level: 2 is honest.
 const MAX_LEVELS: u8 = 2;
 
-fn request(case: &Value) -> Result<GenerateRequest> {
-    let str_of = |k: &str| case[k].as_str().map(str::to_string);
-    let dir = pipeline_fixture("");
-    let init = match str_of("init_image") {
-        Some(file) => {
-            let image = image_crate::open(dir.join(file))?.to_rgb8();
-            let mask = match str_of("mask") {
-                Some(m) => Some(image_crate::open(dir.join(m))?.to_luma8()),
-                None => None,
-            };
-            let mut input = ImageInput::new(image, mask);
-            input.strength = case["strength"].as_f64().context("strength")?;
-            Some(input)
-        }
-        None => None,
-    };
-    Ok(GenerateRequest {
-        prompt: str_of("prompt").context("prompt")?,
-        negative_prompt: str_of("negative_prompt").unwrap_or_default(),
-        steps: case["steps"].as_u64().context("steps")? as usize,
-        guidance_scale: case["guidance_scale"].as_f64().context("scale")?,
-        guidance: if case["true_cfg"].as_bool() == Some(true) {
-            GuidanceRule::TrueCfg
-        } else {
-            GuidanceRule::Diffusers
-        },
-        width: case["width"].as_u64().map(|w| w as usize),
-        height: case["height"].as_u64().map(|h| h as usize),
-        batch_size: case["batch_size"].as_u64().unwrap_or(1) as usize,
-        seed: case["seed"].as_u64().context("seed")?,
-        clip_skip: case["clip_skip"].as_u64().unwrap_or(1) as usize,
-        emphasis: Emphasis::A1111,
-        scheduler: Some(str_of("scheduler").context("scheduler")?.parse()?),
-        init,
-        start_noise: None,
-        conditioning: None,
-    })
-}
-
 #[test]
-fn every_case_matches_diffusers_within_two_levels() -> Result<()> {
+fn every_case_matches_diffusers_within_two_levels() -> anyhow::Result<()> {
     let dir = pipeline_fixture("");
     let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
     let cases = cases["cases"].as_array().context("cases")?;

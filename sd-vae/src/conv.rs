@@ -26,6 +26,19 @@ impl Conv2d {
         })
     }
 
+    /// Loads `weight` only (a convolution made with `bias=False`).
+    pub fn no_bias(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        config: Conv2dConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            inner: sd_kernels::nn::Conv2d::no_bias(in_channels, out_channels, kernel, config, vb)?,
+        })
+    }
+
     /// Convolves `[B, C_in, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.inner.forward(x)?)

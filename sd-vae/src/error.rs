@@ -112,6 +112,14 @@ pub enum Error {
         got: Vec<usize>,
     },
 
+    /// The tiny autoencoder was loaded without the half a call needs (e.g. a TAESD decoder
+    /// file alone cannot encode).
+    #[error("this TAESD has no {half} weights")]
+    MissingHalf {
+        /// `encoder` or `decoder`.
+        half: &'static str,
+    },
+
     /// Tile sizes that cannot tile anything.
     #[error("invalid tile options: {0}")]
     TileOptions(String),

@@ -15,6 +15,8 @@ mod loader;
 mod mid_block;
 mod resnet;
 mod tiling;
+mod tiny_autoencoder;
+mod tiny_config;
 mod up_block;
 mod upcast;
 
@@ -32,4 +34,6 @@ pub use group_norm::GroupNorm;
 pub use mid_block::MidBlock;
 pub use resnet::{ResnetBlock, VAE_NORM_EPS};
 pub use tiling::TileOptions;
+pub use tiny_autoencoder::AutoencoderTiny;
+pub use tiny_config::AutoencoderTinyConfig;
 pub use up_block::UpDecoderBlock;

@@ -18,8 +18,8 @@ use sd_pipeline::image::rgb_to_mask;
 use sd_pipeline::image_crate::{self, DynamicImage, GrayImage};
 use sd_pipeline::sd_scheduler::SchedulerKind;
 use sd_pipeline::{
-    AttentionMode, Emphasis, Error, GenerateRequest, GuidanceRule, ImageInput, ModelSource,
-    StableDiffusion, StepProgress,
+    AttentionMode, Emphasis, Error, GenerateRequest, GuidanceRule, ImageInput, LatentDecoder,
+    ModelSource, StableDiffusion, StepProgress,
 };
 
 use crate::animation::{Animation, PreviewQuality};
@@ -56,6 +56,15 @@ pub enum EmphasisArg {
     A1111,
     /// Scale each token's value vector in cross-attention (sd-fused).
     Attention,
+}
+
+/// What decodes the final latents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecoderArg {
+    /// The model's VAE.
+    Vae,
+    /// TAESD (--taesd).
+    Taesd,
 }
 
 /// Arguments of `sd generate`.
@@ -145,7 +154,8 @@ pub struct Args {
     /// and --frames.
     #[arg(long, value_name = "N")]
     pub preview_every: Option<usize>,
-    /// How previews are made: the latent-to-RGB projection (instant) or the VAE.
+    /// How previews are made: the latent-to-RGB projection (instant), TAESD (needs --taesd)
+    /// or the VAE.
     #[arg(long, value_enum, default_value_t = PreviewQuality::Latent2rgb)]
     pub preview: PreviewQuality,
     /// Write the previews and the final image as a looping GIF (needs --preview-every).
@@ -158,6 +168,14 @@ pub struct Args {
     /// reloads it; needs --preview-every).
     #[arg(long, value_name = "PATH.png", requires = "preview_every")]
     pub preview_file: Option<PathBuf>,
+    /// TAESD, the tiny autoencoder, for --preview taesd and --decoder taesd: a diffusers
+    /// AutoencoderTiny folder, or taesd_decoder.pth / .safetensors (or a folder holding it).
+    #[arg(long, value_name = "PATH")]
+    pub taesd: Option<PathBuf>,
+    /// What decodes the final image: the model's VAE, or TAESD (needs --taesd; much faster,
+    /// lower quality).
+    #[arg(long, value_enum, default_value_t = DecoderArg::Vae)]
+    pub decoder: DecoderArg,
     /// Sliced attention: at most this many query positions at a time (saves memory).
     #[arg(long, value_name = "N")]
     pub attention_slice: Option<usize>,
@@ -304,6 +322,10 @@ impl std::error::Error for Interrupted {}
 
 /// Checks before any work that the output can be written where asked.
 fn check_output(args: &Args) -> Result<()> {
+    let wants_taesd = args.decoder == DecoderArg::Taesd || args.preview == PreviewQuality::Taesd;
+    if wants_taesd && args.taesd.is_none() {
+        bail!("--decoder taesd / --preview taesd: give the TAESD weights with --taesd PATH");
+    }
     if args.writes_to_stdout() {
         if args.batch_size != 1 {
             bail!(
@@ -389,6 +411,10 @@ fn request(args: &Args) -> Result<GenerateRequest> {
         init,
         start_noise: None,
         conditioning: None,
+        decoder: match args.decoder {
+            DecoderArg::Vae => LatentDecoder::Vae,
+            DecoderArg::Taesd => LatentDecoder::Taesd,
+        },
     })
 }
 
@@ -497,6 +523,9 @@ fn load(args: &Args) -> Result<StableDiffusion> {
         for path in extra_networks::embedding_files(dir)? {
             builder = builder.embedding(path);
         }
+    }
+    if let Some(path) = &args.taesd {
+        builder = builder.taesd(path);
     }
     builder.build().map_err(|e| match e {
         // A model to mix in is blamed as the --mix argument that named it.
