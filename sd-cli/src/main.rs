@@ -42,6 +42,9 @@ enum Command {
     Bench(commands::bench::Args),
     /// Walk between seeds and/or prompts: an animated GIF of the frames in between.
     Walk(Box<commands::walk::Args>),
+    /// Sweep one or two parameters (cfg, emphasis, seed, steps, scheduler) into a labelled
+    /// contact sheet.
+    Grid(Box<commands::grid::Args>),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => commands::merge::run(&args, &mut std::io::stdout().lock()),
         Command::Bench(args) => commands::bench::run(&args, &mut std::io::stdout().lock()),
         Command::Walk(args) => commands::walk::run(&args, &mut std::io::stdout().lock()),
+        Command::Grid(args) => commands::grid::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

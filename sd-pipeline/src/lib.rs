@@ -4,6 +4,7 @@ pub mod components;
 pub mod conditioning;
 pub mod denoise;
 pub mod error;
+pub mod grid;
 pub mod image;
 pub mod infotext;
 mod lora_branches;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod generate;
+pub mod grid;
 pub mod inspect;
 pub mod inspect_networks;
 pub mod merge;
