@@ -6,6 +6,7 @@
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
+use crate::conditioning::Conditioning;
 use crate::error::{Error, Result};
 use crate::request::GenerateRequest;
 use crate::rng::TorchRng;
@@ -75,11 +76,39 @@ pub struct Keyframe {
     pub seed: u64,
 }
 
-/// The frames from `keyframes[0]` to the last one, `between` in-between frames per segment
-/// (frame `k (between + 1)` is keyframe `k`'s own image, pixel for pixel what
-/// [`StableDiffusion::generate`] makes for its prompt and seed), and with `loop_back` a last
-/// segment back to the first keyframe (whose image is then not repeated). `base` gives every
-/// other setting (text-to-image, batch 1). `frame_done(i, total)` is told of each frame.
+/// How a walk goes: frames per segment, looping, the text path, and batching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkOptions {
+    /// In-between frames per segment.
+    pub between: usize,
+    /// Add a last segment back to the first keyframe.
+    pub loop_back: bool,
+    /// How the text conditioning moves.
+    pub text_path: TextPath,
+    /// Frames denoised together as one UNet batch (1: one at a time). Batches are used only
+    /// with samplers that draw no noise after the start (not Euler a, DDPM or DDIM with
+    /// eta > 0), whose frames then match the unbatched ones, and only for frames without
+    /// per-token value weights.
+    pub max_batch: usize,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self {
+            between: 8,
+            loop_back: false,
+            text_path: TextPath::Linear,
+            max_batch: 1,
+        }
+    }
+}
+
+/// The frames from `keyframes[0]` to the last one, `options.between` in-between frames per
+/// segment (frame `k (between + 1)` is keyframe `k`'s own image, pixel for pixel what
+/// [`StableDiffusion::generate`] makes for its prompt and seed when unbatched), and with
+/// `loop_back` a last segment back to the first keyframe (whose image is then not repeated).
+/// `base` gives every other setting (text-to-image, batch 1). `frame_done(i, total)` is told
+/// of each frame.
 ///
 /// # Errors
 /// Fewer than two keyframes, an image-to-image `base`, or prompts whose encodings differ in
@@ -88,11 +117,15 @@ pub fn walk(
     sd: &StableDiffusion,
     base: &GenerateRequest,
     keyframes: &[Keyframe],
-    between: usize,
-    loop_back: bool,
-    text_path: TextPath,
+    options: &WalkOptions,
     frame_done: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<RgbImage>> {
+    let WalkOptions {
+        between,
+        loop_back,
+        text_path,
+        max_batch,
+    } = *options;
     if keyframes.len() < 2 {
         return Err(Error::request(
             "keyframes",
@@ -150,7 +183,13 @@ pub fn walk(
         plan.push((keyframes.len() - 1, keyframes.len() - 1, 0.0));
     }
     let total = plan.len();
+    let batch = if max_batch > 1 && !draws_noise_while_denoising(sd, base)? {
+        max_batch
+    } else {
+        1
+    };
     let mut frames = Vec::with_capacity(total);
+    let mut pending: Vec<GenerateRequest> = Vec::with_capacity(batch);
     for (index, (a, b, t)) in plan.into_iter().enumerate() {
         let (ca, cb) = (&texts[a].context, &texts[b].context);
         if ca.dims() != cb.dims() {
@@ -172,16 +211,71 @@ pub fn walk(
             prompt: keyframes[a].prompt.clone(),
             seed: keyframes[a].seed,
             start_noise: Some(slerp(&noises[a], &noises[b], t)?),
-            conditioning: Some(crate::conditioning::Conditioning {
+            conditioning: Some(Conditioning {
                 context,
                 token_weights: (t == 0.0).then(|| texts[a].token_weights.clone()).flatten(),
             }),
             ..base.clone()
         };
-        frames.push(sd.generate_simple(&request)?.images.remove(0));
-        frame_done(index + 1, total);
+        pending.push(request);
+        if pending.len() == batch || index + 1 == total {
+            frames.extend(generate_together(sd, &pending)?);
+            frame_done(frames.len(), total);
+            pending.clear();
+        }
     }
     Ok(frames)
+}
+
+/// Whether `base`'s sampler draws noise after the start (then a batch of frames would share
+/// one generator's draws, unlike frames made one at a time).
+fn draws_noise_while_denoising(sd: &StableDiffusion, base: &GenerateRequest) -> Result<bool> {
+    let kind = base.scheduler.unwrap_or(sd.default_scheduler());
+    let scheduler = sd_scheduler::build(kind, sd.scheduler_config(), base.steps)?;
+    Ok((0..scheduler.timesteps().len()).any(|i| scheduler.noise_needed(i)))
+}
+
+/// Runs `requests` (text-to-image, batch 1 each, given start noise and conditioning, the same
+/// otherwise) as one UNet batch when they carry no per-token weights, else one by one.
+fn generate_together(sd: &StableDiffusion, requests: &[GenerateRequest]) -> Result<Vec<RgbImage>> {
+    let weighted = requests.iter().any(|r| {
+        r.conditioning
+            .as_ref()
+            .is_some_and(|c| c.token_weights.is_some())
+    });
+    if requests.len() == 1 || weighted {
+        return requests
+            .iter()
+            .map(|r| Ok(sd.generate_simple(r)?.images.remove(0)))
+            .collect();
+    }
+    let contexts: Vec<&Tensor> = requests
+        .iter()
+        .filter_map(|r| r.conditioning.as_ref().map(|c| &c.context))
+        .collect();
+    let noises: Vec<&Tensor> = requests
+        .iter()
+        .filter_map(|r| r.start_noise.as_ref())
+        .collect();
+    // Each frame's context is [uncond; cond] (guided) or [cond]: the batch stacks all the
+    // uncond rows, then all the cond rows, as the CFG layout wants.
+    let rows = contexts[0].dim(0)?;
+    let mut stacked = Vec::with_capacity(rows * contexts.len());
+    for row in 0..rows {
+        for c in &contexts {
+            stacked.push(c.narrow(0, row, 1)?);
+        }
+    }
+    let request = GenerateRequest {
+        batch_size: requests.len(),
+        start_noise: Some(Tensor::cat(&noises, 0)?),
+        conditioning: Some(Conditioning {
+            context: Tensor::cat(&stacked, 0)?,
+            token_weights: None,
+        }),
+        ..requests[0].clone()
+    };
+    Ok(sd.generate_simple(&request)?.images)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Result;
 use common::{max_difference, pipeline_fixture};
-use sd_pipeline::walk::{walk, Keyframe, TextPath};
+use sd_pipeline::walk::{walk, Keyframe, TextPath, WalkOptions};
 use sd_pipeline::{GenerateRequest, StableDiffusion};
 
 fn base() -> GenerateRequest {
@@ -37,9 +37,12 @@ fn keyframes_are_the_generated_images_and_frames_lie_between() -> Result<()> {
         &sd,
         &base(),
         &keys,
-        2,
-        false,
-        TextPath::Linear,
+        &WalkOptions {
+            between: 2,
+            loop_back: false,
+            text_path: TextPath::Linear,
+            max_batch: 1,
+        },
         &mut |i, n| told.push((i, n)),
     )?;
     assert_eq!(frames.len(), 4);
@@ -71,9 +74,12 @@ fn keyframes_are_the_generated_images_and_frames_lie_between() -> Result<()> {
         &sd,
         &base(),
         &keys,
-        2,
-        true,
-        TextPath::Spherical,
+        &WalkOptions {
+            between: 2,
+            loop_back: true,
+            text_path: TextPath::Spherical,
+            max_batch: 1,
+        },
         &mut |_, _| {},
     )?;
     assert_eq!(looped.len(), 6);
@@ -84,9 +90,12 @@ fn keyframes_are_the_generated_images_and_frames_lie_between() -> Result<()> {
         &sd,
         &base(),
         &keys[..1],
-        2,
-        false,
-        TextPath::Linear,
+        &WalkOptions {
+            between: 2,
+            loop_back: false,
+            text_path: TextPath::Linear,
+            max_batch: 1,
+        },
         &mut |_, _| {},
     );
     assert!(err.is_err());
@@ -113,13 +122,65 @@ fn an_absurd_frame_count_is_refused_before_any_work() {
             &sd,
             &base(),
             &keys,
-            between,
-            false,
-            TextPath::Linear,
+            &WalkOptions {
+                between,
+                loop_back: false,
+                text_path: TextPath::Linear,
+                max_batch: 1,
+            },
             &mut |_, _| {},
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("between") && err.contains("10000"), "{err}");
     }
+}
+
+#[test]
+fn batched_frames_match_frames_made_one_at_a_time() -> Result<()> {
+    let sd = StableDiffusion::builder(pipeline_fixture("tiny-sd1")).build()?;
+    let keys = [
+        Keyframe {
+            prompt: "a photo of a cat".into(),
+            seed: 1,
+        },
+        Keyframe {
+            prompt: "a photo of a dog".into(),
+            seed: 2,
+        },
+    ];
+    // DDIM draws no noise after the start, so frames can share a batch.
+    let ddim = GenerateRequest {
+        scheduler: Some("ddim".parse()?),
+        ..base()
+    };
+    let options = |max_batch| WalkOptions {
+        between: 3,
+        loop_back: true,
+        text_path: TextPath::Linear,
+        max_batch,
+    };
+    let mut calls = Vec::new();
+    let single = walk(&sd, &ddim, &keys, &options(1), &mut |_, _| {})?;
+    let batched = walk(&sd, &ddim, &keys, &options(3), &mut |i, n| {
+        calls.push((i, n))
+    })?;
+    assert_eq!(single.len(), 8);
+    assert_eq!(calls, [(3, 8), (6, 8), (8, 8)], "three batches: 3 + 3 + 2");
+    for (i, (a, b)) in single.iter().zip(&batched).enumerate() {
+        let d = max_difference(a, b);
+        assert!(d <= 1, "frame {i}: {d} levels between batched and single");
+    }
+    // Euler a draws noise at every step: frames are then made one at a time, whatever the
+    // batch limit, and stay exactly the unbatched ones.
+    let mut told = Vec::new();
+    let ancestral = walk(&sd, &base(), &keys, &options(4), &mut |i, n| {
+        told.push((i, n))
+    })?;
+    assert_eq!(told.len(), 8);
+    assert_eq!(
+        ancestral,
+        walk(&sd, &base(), &keys, &options(1), &mut |_, _| {})?
+    );
+    Ok(())
 }

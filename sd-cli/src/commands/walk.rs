@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use indicatif::ProgressBar;
-use sd_pipeline::walk::{walk, Keyframe, TextPath};
+use sd_pipeline::walk::{walk, Keyframe, TextPath, WalkOptions};
 use sd_pipeline::{GenerateRequest, ModelSource, StableDiffusion};
 
 use super::generate::request_error;
@@ -45,6 +45,10 @@ pub struct Args {
     /// How the text conditioning moves.
     #[arg(long, value_enum, default_value_t = TextPathArg::Linear)]
     pub text_path: TextPathArg,
+    /// Frames denoised together as one UNet batch (used with samplers that draw no noise
+    /// while denoising, e.g. ddim, pndm, euler, dpm-solver++; the frames are the same).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub max_batch: usize,
     /// What the frames should not show.
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub negative_prompt: String,
@@ -80,6 +84,9 @@ pub struct Args {
 /// Runs `sd walk`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     let keyframes = keyframes(args)?;
+    if args.max_batch == 0 {
+        bail!("--max-batch: 0 frames; give at least 1");
+    }
     output_path::check_replaceable("-o", &args.output, args.force)?;
     let scheduler = args
         .scheduler
@@ -113,9 +120,12 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         &sd,
         &base,
         &keyframes,
-        args.between,
-        args.loop_back,
-        path,
+        &WalkOptions {
+            between: args.between,
+            loop_back: args.loop_back,
+            text_path: path,
+            max_batch: args.max_batch,
+        },
         &mut |i, n| {
             bar.set_length(n as u64);
             bar.set_position(i as u64);
