@@ -8,6 +8,20 @@ use common::{max_difference, pipeline_fixture};
 use sd_pipeline::walk::{walk, Keyframe, TextPath, WalkOptions};
 use sd_pipeline::{GenerateRequest, StableDiffusion};
 
+/// Two keyframes: a cat with seed 1, a dog with seed 2.
+fn cat_and_dog() -> [Keyframe; 2] {
+    [
+        Keyframe {
+            prompt: "a photo of a cat".into(),
+            seed: 1,
+        },
+        Keyframe {
+            prompt: "a photo of a dog".into(),
+            seed: 2,
+        },
+    ]
+}
+
 fn base() -> GenerateRequest {
     GenerateRequest {
         negative_prompt: "blurry".into(),
@@ -22,16 +36,7 @@ fn base() -> GenerateRequest {
 #[test]
 fn keyframes_are_the_generated_images_and_frames_lie_between() -> Result<()> {
     let sd = StableDiffusion::builder(pipeline_fixture("tiny-sd1")).build()?;
-    let keys = [
-        Keyframe {
-            prompt: "a photo of a cat".into(),
-            seed: 1,
-        },
-        Keyframe {
-            prompt: "a photo of a dog".into(),
-            seed: 2,
-        },
-    ];
+    let keys = cat_and_dog();
     let mut told = Vec::new();
     let frames = walk(
         &sd,
@@ -139,16 +144,7 @@ fn an_absurd_frame_count_is_refused_before_any_work() {
 #[test]
 fn batched_frames_match_frames_made_one_at_a_time() -> Result<()> {
     let sd = StableDiffusion::builder(pipeline_fixture("tiny-sd1")).build()?;
-    let keys = [
-        Keyframe {
-            prompt: "a photo of a cat".into(),
-            seed: 1,
-        },
-        Keyframe {
-            prompt: "a photo of a dog".into(),
-            seed: 2,
-        },
-    ];
+    let keys = cat_and_dog();
     // DDIM draws no noise after the start, so frames can share a batch.
     let ddim = GenerateRequest {
         scheduler: Some("ddim".parse()?),

@@ -11,9 +11,10 @@ use crate::conv::Conv2d;
 use crate::config::AutoencoderKlConfig;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gaussian::DiagonalGaussian;
 use crate::loader::{mmap_var_builder, precise};
+use crate::shapes::{check_image, check_latents};
 use crate::tiling::TileOptions;
 use crate::upcast::{all_finite, F32Fallback, Recorder};
 
@@ -167,10 +168,8 @@ impl AutoencoderKl {
         latents: &Tensor,
         tiles: Option<&TileOptions>,
     ) -> Result<Decoded> {
-        let (_, c, h, w) = latents.dims4().map_err(|_| self.latent_error(latents))?;
-        if c != self.config.latent_channels || h == 0 || w == 0 || latents.dim(0)? == 0 {
-            return Err(self.latent_error(latents));
-        }
+        check_latents(latents, self.config.latent_channels)?;
+        let (_, _, h, w) = latents.dims4()?;
         // Activations run in f32 on the CPU fast path (bf16 weights too); the image comes back
         // in the model's dtype.
         let compute = sd_kernels::nn::compute_dtype(self.dtype, &self.device);
@@ -219,25 +218,11 @@ impl AutoencoderKl {
     }
 
     fn check_image(&self, image: &Tensor) -> Result<()> {
-        let multiple = self.config.downsample_factor();
-        let err = || Error::ImageShape {
-            channels: self.config.in_channels,
-            multiple,
-            shape: image.dims().to_vec(),
-        };
-        let (b, c, h, w) = image.dims4().map_err(|_| err())?;
-        let fits = |n: usize| n > 0 && n.is_multiple_of(multiple);
-        if b == 0 || c != self.config.in_channels || !fits(h) || !fits(w) {
-            return Err(err());
-        }
-        Ok(())
-    }
-
-    fn latent_error(&self, latents: &Tensor) -> Error {
-        Error::LatentShape {
-            channels: self.config.latent_channels,
-            shape: latents.dims().to_vec(),
-        }
+        check_image(
+            image,
+            self.config.in_channels,
+            self.config.downsample_factor(),
+        )
     }
 }
 

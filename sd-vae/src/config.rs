@@ -77,6 +77,18 @@ pub struct AutoencoderKlConfig {
     pub mid_block_add_attention: bool,
 }
 
+/// Reads a JSON config file into `T`; errors name the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 impl Default for AutoencoderKlConfig {
     fn default() -> Self {
         Self {
@@ -105,15 +117,7 @@ impl Default for AutoencoderKlConfig {
 impl AutoencoderKlConfig {
     /// Reads a diffusers `vae/config.json`; errors name the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
-            path: path.to_path_buf(),
-            source,
-        })
+        read_json(path.as_ref())
     }
 
     /// How many times the encoder halves the image: one less than the number of blocks.

@@ -14,6 +14,7 @@ mod group_norm;
 mod loader;
 mod mid_block;
 mod resnet;
+mod shapes;
 mod tiling;
 mod tiny_autoencoder;
 mod tiny_config;

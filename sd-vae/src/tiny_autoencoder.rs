@@ -22,6 +22,7 @@ use crate::activation::Activation;
 use crate::conv::Conv2d;
 use crate::error::{Error, Result};
 use crate::loader::{mmap_var_builder, precise};
+use crate::shapes::{check_image, check_latents};
 use crate::tiny_config::AutoencoderTinyConfig;
 
 /// The tiny autoencoder, with either half optional (TAESD is often shipped as a decoder alone).
@@ -99,17 +100,11 @@ impl AutoencoderTiny {
             .encoder
             .as_ref()
             .ok_or(Error::MissingHalf { half: "encoder" })?;
-        let multiple = self.config.downsample_factor();
-        let err = || Error::ImageShape {
-            channels: self.config.in_channels,
-            multiple,
-            shape: image.dims().to_vec(),
-        };
-        let (b, c, h, w) = image.dims4().map_err(|_| err())?;
-        let fits = |n: usize| n > 0 && n.is_multiple_of(multiple);
-        if b == 0 || c != self.config.in_channels || !fits(h) || !fits(w) {
-            return Err(err());
-        }
+        check_image(
+            image,
+            self.config.in_channels,
+            self.config.downsample_factor(),
+        )?;
         let x = self.to_compute(image)?;
         // TAESD works on images in [0, 1].
         let x = ((x + 1.0)? * 0.5)?;
@@ -123,14 +118,7 @@ impl AutoencoderTiny {
             .decoder
             .as_ref()
             .ok_or(Error::MissingHalf { half: "decoder" })?;
-        let err = || Error::LatentShape {
-            channels: self.config.latent_channels,
-            shape: latents.dims().to_vec(),
-        };
-        let (b, c, h, w) = latents.dims4().map_err(|_| err())?;
-        if b == 0 || c != self.config.latent_channels || h == 0 || w == 0 {
-            return Err(err());
-        }
+        check_latents(latents, self.config.latent_channels)?;
         let z = self.to_compute(latents)?;
         let z = ((z / 3.0)?.tanh()? * 3.0)?;
         let image = decoder.forward(&z)?;

@@ -65,15 +65,7 @@ impl Default for AutoencoderTinyConfig {
 impl AutoencoderTinyConfig {
     /// Reads a diffusers `AutoencoderTiny` `config.json`; errors name the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::config::read_json(path.as_ref())
     }
 
     /// How many times the encoder halves the image (and the decoder doubles it).
