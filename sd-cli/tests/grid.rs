@@ -98,3 +98,47 @@ fn bad_sweeps_fail_before_loading_and_name_the_flag() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn batched_cells_match_cells_made_one_at_a_time() {
+    let dir = TempDir::new("grid-batch");
+    let model = folder("tiny-sd1");
+    let mut outputs = Vec::new();
+    for batch in ["1", "4"] {
+        let cells = dir.path(&format!("cells-{batch}"));
+        let sheet = dir.path(&format!("sheet-{batch}.png"));
+        let mut a = vec!["grid", "a photo of a (cat:{w})", "--model", s(&model)];
+        a.extend(["--x", "w=0.5,1.5", "--y", "seed=1,2,3", "--scheduler", "ddim"]);
+        a.extend(["--steps", "4", "--negative-prompt", "blurry", "-q"]);
+        a.extend(["--max-batch", batch, "-o", s(&sheet), "--cells", s(&cells)]);
+        let run = sd(&a);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        outputs.push(cells);
+    }
+    for row in 0..3 {
+        for col in 0..2 {
+            let name = format!("cell-{row:02}-{col:02}.png");
+            let one = image_crate::open(outputs[0].join(&name)).unwrap().to_rgb8();
+            let batched = image_crate::open(outputs[1].join(&name)).unwrap().to_rgb8();
+            let d = one
+                .as_raw()
+                .iter()
+                .zip(batched.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(d <= 1, "{name}: {d} levels between batched and single");
+            // Each batched cell's PNG names its own prompt and seed.
+            let text = String::from_utf8_lossy(&std::fs::read(outputs[1].join(&name)).unwrap())
+                .into_owned();
+            let w = ["0.5", "1.5"][col];
+            assert!(text.contains(&format!("(cat:{w})")), "{name}");
+            assert!(text.contains(&format!("Seed: {}", row + 1)), "{name}");
+            assert!(!text.contains("Batch size"), "{name}");
+        }
+    }
+}

@@ -16,7 +16,7 @@
 //! };
 //! let columns: Axis = "emphasis=0,0.1,0.5,1,2,10,-1".parse()?;
 //! let rows: Axis = "seed=1,2".parse()?;
-//! let sheet = grid(&sd, &base, &columns, Some(&rows), &mut |_, _| {})?;
+//! let sheet = grid(&sd, &base, &columns, Some(&rows), 4, &mut |_, _| {})?;
 //! sheet.sheet.save("zombie.png").ok();
 //! # Ok(())
 //! # }
@@ -27,6 +27,7 @@ use std::str::FromStr;
 use image::{Rgb, RgbImage};
 use sd_scheduler::SchedulerKind;
 
+use crate::batch::{generate_batched, BatchedImage};
 use crate::error::{Error, Result};
 use crate::infotext::{a1111_sampler_name, Infotext};
 use crate::request::{display_number, GenerateRequest};
@@ -245,12 +246,16 @@ pub struct Grid {
 }
 
 /// Runs every cell of `columns` × `rows` over `base` (one image each: `batch_size` is taken
-/// as 1) and lays them out with their labels. `cell_done(done, total)` follows progress.
+/// as 1) and lays them out with their labels. Cells that differ only in seed or prompt (the
+/// same guidance scale, steps and sampler) go through the UNet up to `max_batch` at a time
+/// (see [`generate_batched`] for when that applies). `cell_done(done, total)` follows
+/// progress.
 pub fn grid(
     sd: &StableDiffusion,
     base: &GenerateRequest,
     columns: &Axis,
     rows: Option<&Axis>,
+    max_batch: usize,
     cell_done: &mut dyn FnMut(usize, usize),
 ) -> Result<Grid> {
     let base = GenerateRequest {
@@ -258,14 +263,30 @@ pub fn grid(
         ..base.clone()
     };
     let cells = cells(&base, columns, rows)?;
-    let mut images = Vec::with_capacity(cells.len());
-    let mut infotexts = Vec::with_capacity(cells.len());
-    for (i, cell) in cells.iter().enumerate() {
-        let mut generated = sd.generate_simple(&cell.request)?;
-        images.push(generated.images.remove(0));
-        infotexts.push(generated.infotexts.remove(0));
-        cell_done(i + 1, cells.len());
+    // Cells that can share a batch, next to each other: by guidance scale, steps and sampler
+    // (a stable sort, so seeds and prompts keep their order).
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&cells[a].request, &cells[b].request);
+        let sampler = |r: &GenerateRequest| r.scheduler.map(|k| k.name());
+        x.guidance_scale
+            .total_cmp(&y.guidance_scale)
+            .then(x.steps.cmp(&y.steps))
+            .then(sampler(x).cmp(&sampler(y)))
+    });
+    let sorted: Vec<GenerateRequest> = order.iter().map(|&i| cells[i].request.clone()).collect();
+    let made = generate_batched(sd, &sorted, max_batch, cell_done)?;
+    let mut slots: Vec<Option<BatchedImage>> = vec![None; cells.len()];
+    for (made, &i) in made.into_iter().zip(&order) {
+        slots[i] = Some(made);
     }
+    let (images, infotexts): (Vec<RgbImage>, Vec<Infotext>) = slots
+        .into_iter()
+        .map(|s| s.map(|m| (m.image, m.infotext)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::request("grid", "a cell was not made"))?
+        .into_iter()
+        .unzip();
     let column_labels: Vec<String> = (0..columns.len()).map(|i| columns.label(i)).collect();
     let row_labels: Vec<String> = rows
         .map(|r| (0..r.len()).map(|i| r.label(i)).collect())

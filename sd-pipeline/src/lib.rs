@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod batch;
 pub mod components;
 pub mod conditioning;
 pub mod denoise;

@@ -6,6 +6,7 @@
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
+use crate::batch::generate_batched;
 use crate::conditioning::Conditioning;
 use crate::error::{Error, Result};
 use crate::request::GenerateRequest;
@@ -85,10 +86,8 @@ pub struct WalkOptions {
     pub loop_back: bool,
     /// How the text conditioning moves.
     pub text_path: TextPath,
-    /// Frames denoised together as one UNet batch (1: one at a time). Batches are used only
-    /// with samplers that draw no noise after the start (not Euler a, DDPM or DDIM with
-    /// eta > 0), whose frames then match the unbatched ones, and only for frames without
-    /// per-token value weights.
+    /// Frames denoised together as one UNet batch (1: one at a time); see
+    /// [`generate_batched`] for when batches apply.
     pub max_batch: usize,
 }
 
@@ -182,15 +181,8 @@ pub fn walk(
     if !loop_back {
         plan.push((keyframes.len() - 1, keyframes.len() - 1, 0.0));
     }
-    let total = plan.len();
-    let batch = if max_batch > 1 && !draws_noise_while_denoising(sd, base)? {
-        max_batch
-    } else {
-        1
-    };
-    let mut frames = Vec::with_capacity(total);
-    let mut pending: Vec<GenerateRequest> = Vec::with_capacity(batch);
-    for (index, (a, b, t)) in plan.into_iter().enumerate() {
+    let mut requests = Vec::with_capacity(plan.len());
+    for (a, b, t) in plan {
         let (ca, cb) = (&texts[a].context, &texts[b].context);
         if ca.dims() != cb.dims() {
             return Err(Error::request(
@@ -207,7 +199,7 @@ pub fn walk(
             TextPath::Linear => lerp(ca, cb, t)?,
             TextPath::Spherical => slerp(ca, cb, t)?,
         };
-        let request = GenerateRequest {
+        requests.push(GenerateRequest {
             prompt: keyframes[a].prompt.clone(),
             seed: keyframes[a].seed,
             start_noise: Some(slerp(&noises[a], &noises[b], t)?),
@@ -216,66 +208,10 @@ pub fn walk(
                 token_weights: (t == 0.0).then(|| texts[a].token_weights.clone()).flatten(),
             }),
             ..base.clone()
-        };
-        pending.push(request);
-        if pending.len() == batch || index + 1 == total {
-            frames.extend(generate_together(sd, &pending)?);
-            frame_done(frames.len(), total);
-            pending.clear();
-        }
+        });
     }
-    Ok(frames)
-}
-
-/// Whether `base`'s sampler draws noise after the start (then a batch of frames would share
-/// one generator's draws, unlike frames made one at a time).
-fn draws_noise_while_denoising(sd: &StableDiffusion, base: &GenerateRequest) -> Result<bool> {
-    let kind = base.scheduler.unwrap_or(sd.default_scheduler());
-    let scheduler = sd_scheduler::build(kind, sd.scheduler_config(), base.steps)?;
-    Ok((0..scheduler.timesteps().len()).any(|i| scheduler.noise_needed(i)))
-}
-
-/// Runs `requests` (text-to-image, batch 1 each, given start noise and conditioning, the same
-/// otherwise) as one UNet batch when they carry no per-token weights, else one by one.
-fn generate_together(sd: &StableDiffusion, requests: &[GenerateRequest]) -> Result<Vec<RgbImage>> {
-    let weighted = requests.iter().any(|r| {
-        r.conditioning
-            .as_ref()
-            .is_some_and(|c| c.token_weights.is_some())
-    });
-    if requests.len() == 1 || weighted {
-        return requests
-            .iter()
-            .map(|r| Ok(sd.generate_simple(r)?.images.remove(0)))
-            .collect();
-    }
-    let contexts: Vec<&Tensor> = requests
-        .iter()
-        .filter_map(|r| r.conditioning.as_ref().map(|c| &c.context))
-        .collect();
-    let noises: Vec<&Tensor> = requests
-        .iter()
-        .filter_map(|r| r.start_noise.as_ref())
-        .collect();
-    // Each frame's context is [uncond; cond] (guided) or [cond]: the batch stacks all the
-    // uncond rows, then all the cond rows, as the CFG layout wants.
-    let rows = contexts[0].dim(0)?;
-    let mut stacked = Vec::with_capacity(rows * contexts.len());
-    for row in 0..rows {
-        for c in &contexts {
-            stacked.push(c.narrow(0, row, 1)?);
-        }
-    }
-    let request = GenerateRequest {
-        batch_size: requests.len(),
-        start_noise: Some(Tensor::cat(&noises, 0)?),
-        conditioning: Some(Conditioning {
-            context: Tensor::cat(&stacked, 0)?,
-            token_weights: None,
-        }),
-        ..requests[0].clone()
-    };
-    Ok(sd.generate_simple(&request)?.images)
+    let frames = generate_batched(sd, &requests, max_batch, frame_done)?;
+    Ok(frames.into_iter().map(|f| f.image).collect())
 }
 
 #[cfg(test)]

@@ -76,6 +76,11 @@ pub struct Args {
     /// Compute precision.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
+    /// Cells denoised together as one UNet batch: those that differ only in seed or prompt,
+    /// with a sampler that draws no noise while denoising (e.g. ddim, pndm, euler,
+    /// dpm-solver++); the images are the same within a level.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub max_batch: usize,
     /// Replace outputs that already exist.
     #[arg(long)]
     pub force: bool,
@@ -94,6 +99,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
             .context("--emphasis-values")?,
         (None, None) => bail!("--x NAME=V1,V2,... (or --emphasis-values): what to sweep"),
     };
+    if args.max_batch == 0 {
+        bail!("--max-batch: 0 cells; give at least 1");
+    }
     let rows: Option<Axis> = args
         .y
         .as_deref()
@@ -158,10 +166,17 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     } else {
         ProgressBar::new(planned.len() as u64)
     };
-    let made = grid(&sd, &base, &columns, rows.as_ref(), &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
+    let made = grid(
+        &sd,
+        &base,
+        &columns,
+        rows.as_ref(),
+        args.max_batch,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )
     .map_err(request_error)?;
     bar.finish_and_clear();
 
