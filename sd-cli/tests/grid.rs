@@ -108,7 +108,14 @@ fn batched_cells_match_cells_made_one_at_a_time() {
         let cells = dir.path(&format!("cells-{batch}"));
         let sheet = dir.path(&format!("sheet-{batch}.png"));
         let mut a = vec!["grid", "a photo of a (cat:{w})", "--model", s(&model)];
-        a.extend(["--x", "w=0.5,1.5", "--y", "seed=1,2,3", "--scheduler", "ddim"]);
+        a.extend([
+            "--x",
+            "w=0.5,1.5",
+            "--y",
+            "seed=1,2,3",
+            "--scheduler",
+            "ddim",
+        ]);
         a.extend(["--steps", "4", "--negative-prompt", "blurry", "-q"]);
         a.extend(["--max-batch", batch, "-o", s(&sheet), "--cells", s(&cells)]);
         let run = sd(&a);

@@ -4,6 +4,32 @@
 //!
 //! Show a step's [`predicted_original`](crate::StepProgress::predicted_original) (x0), not
 //! its noisy latents: x0 is what the image would be if the run stopped there.
+//!
+//! ```
+//! use std::ops::ControlFlow;
+//! use sd_pipeline::{preview, GenerateRequest, LatentDecoder, StableDiffusion};
+//!
+//! # fn main() -> sd_pipeline::Result<()> {
+//! // Tiny random-weight fixtures; TAESD previews need `.taesd(path)`.
+//! let sd = StableDiffusion::builder("../fixtures/pipeline/tiny-sd1")
+//!     .taesd("../fixtures/vae/taesd")
+//!     .build()?;
+//! let request = GenerateRequest {
+//!     steps: 4,
+//!     scheduler: Some("euler".parse()?), // 4 model calls (PNDM would make 5)
+//!     ..GenerateRequest::new("a photo of a cat")
+//! };
+//! let mut frames = Vec::new();
+//! sd.generate(&request, &mut |step| {
+//!     let x0 = &step.predicted_original;
+//!     frames.push(preview::latent_to_rgb(x0).unwrap().remove(0));
+//!     frames.push(sd.decode_latents_with(x0, LatentDecoder::Taesd).unwrap().remove(0));
+//!     ControlFlow::Continue(())
+//! })?;
+//! assert_eq!(frames.len(), 8);
+//! # Ok(())
+//! # }
+//! ```
 
 use candle_core::{DType, Tensor};
 use image::RgbImage;

@@ -2,6 +2,25 @@
 //! frames between keyframes of (prompt, seed), each frame one text-to-image run with the start
 //! noise slerped between the keyframes' seeds and the text conditioning interpolated between
 //! their prompts, with the same scheduler, steps and settings throughout.
+//!
+//! ```
+//! use sd_pipeline::walk::{walk, Keyframe, WalkOptions};
+//! use sd_pipeline::{GenerateRequest, StableDiffusion};
+//!
+//! # fn main() -> sd_pipeline::Result<()> {
+//! // A tiny random-weight model from the test fixtures; any SD 1.x / 2.x model works.
+//! let sd = StableDiffusion::builder("../fixtures/pipeline/tiny-sd1").build()?;
+//! let keyframes = [
+//!     Keyframe { prompt: "a photo of a cat".into(), seed: 1 },
+//!     Keyframe { prompt: "a photo of a dog".into(), seed: 2 },
+//! ];
+//! let base = GenerateRequest { steps: 4, ..GenerateRequest::default() };
+//! let options = WalkOptions { between: 2, max_batch: 2, ..WalkOptions::default() };
+//! let frames = walk(&sd, &base, &keyframes, &options, &mut |_, _| {})?;
+//! assert_eq!(frames.len(), 4); // cat, two frames between, dog
+//! # Ok(())
+//! # }
+//! ```
 
 use candle_core::{DType, Tensor};
 use image::RgbImage;
