@@ -49,6 +49,7 @@ fn request(case: &Value) -> Result<GenerateRequest> {
         clip_skip: case["clip_skip"].as_u64().unwrap_or(1) as usize,
         emphasis: Emphasis::A1111,
         scheduler: Some(str_of("scheduler").context("scheduler")?.parse()?),
+        karras: None,
         init,
         start_noise: None,
         conditioning: None,
