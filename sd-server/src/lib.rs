@@ -86,7 +86,10 @@ impl Server {
                 .find("--model", name)
                 .map_err(|e| Error::UnknownModel {
                     name: name.clone(),
-                    message: e.to_string(),
+                    message: match e {
+                        ApiError::PathNotAllowed { message, .. } => message,
+                        other => other.to_string().replacen("--model: ", "", 1),
+                    },
                 })?,
             None => catalog
                 .list()
