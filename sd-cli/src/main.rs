@@ -42,6 +42,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Walk between seeds and/or prompts: an animated GIF of the frames in between.
     Walk(Box<commands::walk::Args>),
+    /// Serve the A1111- and OpenAI-compatible HTTP API and a web page (127.0.0.1 by default).
+    Serve(Box<commands::serve::Args>),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => commands::merge::run(&args, &mut std::io::stdout().lock()),
         Command::Bench(args) => commands::bench::run(&args, &mut std::io::stdout().lock()),
         Command::Walk(args) => commands::walk::run(&args, &mut std::io::stdout().lock()),
+        Command::Serve(args) => commands::serve::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,5 +5,6 @@ pub mod generate;
 pub mod inspect;
 pub mod inspect_networks;
 pub mod merge;
+pub mod serve;
 pub mod tokenize;
 pub mod walk;
