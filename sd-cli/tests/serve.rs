@@ -63,14 +63,9 @@ fn read_png(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
     (pixels, text)
 }
 
-#[test]
-fn serve_txt2img_is_sd_generates_png() {
-    let server = Serving::start(&[]);
-    let body = serde_json::json!({
-        "prompt": "a photo of a cat", "negative_prompt": "blurry", "steps": 10, "cfg_scale": 7.5,
-        "seed": 42, "width": 64, "height": 64, "sampler_name": "Euler a",
-    });
-    let answer: serde_json::Value = ureq::post(&format!("{}/sdapi/v1/txt2img", server.url))
+/// The first PNG the server answers `route` with for `body`: pixels and parameters.
+fn served(server: &Serving, route: &str, body: serde_json::Value) -> (Vec<u8>, Option<String>) {
+    let answer: serde_json::Value = ureq::post(&format!("{}{route}", server.url))
         .send_json(body)
         .unwrap()
         .into_json()
@@ -78,12 +73,15 @@ fn serve_txt2img_is_sd_generates_png() {
     let png = base64::engine::general_purpose::STANDARD
         .decode(answer["images"][0].as_str().unwrap())
         .unwrap();
-    let served = read_png(&png);
+    read_png(&png)
+}
 
+/// `sd generate` on the base case (tiny-sd1, 10 steps, seed 42, 64x64) with `extra` arguments.
+fn generated(extra: &[&str]) -> (Vec<u8>, Option<String>) {
     let dir = TempDir::new("serve");
     let out = dir.path("cat.png");
     let model = folder("tiny-sd1");
-    let generated = sd(&[
+    let mut args = vec![
         "generate",
         "a photo of a cat",
         "--model",
@@ -98,20 +96,54 @@ fn serve_txt2img_is_sd_generates_png() {
         "64",
         "--height",
         "64",
-        "--scheduler",
-        "euler-ancestral",
         "-q",
         "-o",
         s(&out),
-    ]);
-    assert!(generated.status.success());
-    let expected = read_png(&std::fs::read(&out).unwrap());
-    assert_eq!(served.0, expected.0, "pixels");
-    assert_eq!(served.1, expected.1, "parameters");
-    assert!(served
+    ];
+    args.extend_from_slice(extra);
+    let run = sd(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    read_png(&std::fs::read(&out).unwrap())
+}
+
+#[test]
+fn serve_answers_sd_generates_pngs() {
+    let server = Serving::start(&[]);
+    let base = serde_json::json!({
+        "prompt": "a photo of a cat", "negative_prompt": "blurry", "steps": 10, "cfg_scale": 7.5,
+        "seed": 42, "width": 64, "height": 64, "sampler_name": "Euler a",
+    });
+    let txt2img = served(&server, "/sdapi/v1/txt2img", base.clone());
+    let expected = generated(&["--scheduler", "euler-ancestral"]);
+    assert_eq!(txt2img.0, expected.0, "txt2img pixels");
+    assert_eq!(txt2img.1, expected.1, "txt2img parameters");
+    assert!(txt2img
         .1
         .unwrap()
         .contains("Steps: 10, Sampler: Euler a, CFG scale: 7.5, Seed: 42"));
+
+    let init = folder("init.png");
+    let mut body = base;
+    body["sampler_name"] = "DDIM".into();
+    body["denoising_strength"] = 0.6.into();
+    body["init_images"] = serde_json::json!([
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&init).unwrap())
+    ]);
+    let img2img = served(&server, "/sdapi/v1/img2img", body);
+    let expected = generated(&[
+        "--scheduler",
+        "ddim",
+        "--init-image",
+        s(&init),
+        "--strength",
+        "0.6",
+    ]);
+    assert_eq!(img2img.0, expected.0, "img2img pixels");
+    assert_eq!(img2img.1, expected.1, "img2img parameters");
 }
 
 #[test]

@@ -141,7 +141,9 @@ pub fn sampler_list() -> Vec<SamplerItem> {
         .into_iter()
         .map(|k| {
             let mut names = aliases(k).to_vec();
-            names.push(k.name());
+            if !names.contains(&k.name()) {
+                names.push(k.name());
+            }
             SamplerItem {
                 name: a1111_sampler_name(k),
                 aliases: names,

@@ -223,6 +223,12 @@ fn listings_and_options() {
         names,
         ["DDIM", "DDPM", "PLMS", "LMS", "Euler", "Euler a", "Heun", "DPM++ 2M", "UniPC"]
     );
+    assert_eq!(
+        samplers[5]["aliases"],
+        json!(["k_euler_a", "euler-ancestral"])
+    );
+    assert_eq!(samplers[0]["aliases"], json!(["ddim"]));
+    assert_eq!(samplers[7]["options"], json!({"scheduler": "karras"}));
     let schedulers = get(&url, "/sdapi/v1/schedulers").body;
     assert_eq!(schedulers[1]["label"], "Karras");
     assert_eq!(get(&url, "/sdapi/v1/loras").body, json!([]));
@@ -274,4 +280,54 @@ fn listings_and_options() {
     assert_eq!(pixels, expected.as_raw().as_slice());
     assert!(text.unwrap().contains("Model: tiny-sd2"));
     server.stop().unwrap();
+}
+
+#[test]
+fn lora_tags_choose_side_branches_from_the_lora_dir() {
+    let dir = std::env::temp_dir().join(format!("sd-server-loras-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = pipeline_fixture("../lora");
+    for file in ["kohya.safetensors", "loha.safetensors"] {
+        std::fs::copy(fixtures.join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), "not a LoRA").unwrap();
+    let mut config = config();
+    config.lora_dir = Some(dir.clone());
+    let server = start(config);
+    let url = server.url();
+    let loras = get(&url, "/sdapi/v1/loras").body;
+    let names: Vec<&str> = loras
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kohya", "loha"]);
+
+    // fixtures/lora/cases.json: the base case with PNDM, against diffusers' images.
+    for (tags, reference) in [
+        ("", "../pipeline/txt2img-pndm-0.png"),
+        (" <lora:kohya:0.5:0.8>", "kohya-te0.5-unet0.8.png"),
+        (" <lora:loha>", "loha.png"),
+    ] {
+        let mut body = base_body("PLMS");
+        body["prompt"] = json!(format!("a photo of a cat{tags}"));
+        let answer = post(&url, "/sdapi/v1/txt2img", &body);
+        assert_eq!(answer.status, 200, "{tags}: {}", answer.body);
+        let (pixels, _, _) = first_image(&answer.body);
+        let expected = image_crate::open(fixtures.join(reference))
+            .unwrap()
+            .to_rgb8();
+        let diff = max_difference(&pixels, expected.as_raw());
+        assert!(diff <= 2, "{tags}: {diff} levels from diffusers");
+    }
+    let mut body = base_body("PLMS");
+    body["prompt"] = json!("a photo of a cat <lora:peft:1>");
+    let answer = post(&url, "/sdapi/v1/txt2img", &body);
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(answer.body["field"], "prompt");
+    assert!(answer.body["detail"].as_str().unwrap().contains("peft"));
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

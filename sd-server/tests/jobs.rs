@@ -147,6 +147,31 @@ fn a_client_that_disconnects_cancels_its_job() {
     );
     let stats = server.stats();
     assert_eq!((stats.cancelled, stats.completed), (1, 0), "{stats:?}");
+
+    // A job whose client leaves while it waits is skipped, never run.
+    let running = {
+        let url = url.clone();
+        std::thread::spawn(move || post(&url, "/sdapi/v1/txt2img", &long_body()))
+    };
+    wait_for(&url, Duration::from_secs(30), "the long job runs", |p| {
+        p["state"]["sampling_step"].as_u64().unwrap_or(0) >= 1
+    });
+    let result = impatient
+        .post(&format!("{url}/sdapi/v1/txt2img"))
+        .send_string(&base_body("Euler").to_string());
+    assert!(
+        result.is_err(),
+        "a job behind a 900-step one answered within 1.5 s"
+    );
+    assert_eq!(server.stats().accepted, 3);
+    post(&url, "/sdapi/v1/interrupt", &json!({}));
+    assert_eq!(running.join().unwrap().status, 409);
+    wait_for(&url, Duration::from_secs(20), "the queue empties", |p| {
+        p["state"]["job_count"] == 0
+    });
+    let stats = server.stats();
+    assert_eq!((stats.cancelled, stats.completed), (3, 0), "{stats:?}");
+
     // The server serves on.
     let mut body = base_body("Euler");
     body["steps"] = json!(2);
