@@ -28,6 +28,9 @@ pub struct OverrideSettings {
     /// Clip skip for this request (1 = last layer).
     #[serde(rename = "CLIP_stop_at_last_layers")]
     pub clip_stop_at_last_layers: Option<usize>,
+    /// Must name the resident model when given: this server does not switch models per
+    /// request (`POST /sdapi/v1/options` does).
+    pub sd_model_checkpoint: Option<String>,
 }
 
 /// The body of `POST /sdapi/v1/txt2img` and `POST /sdapi/v1/img2img` (the image fields are
@@ -66,7 +69,8 @@ pub struct GenerationRequest {
     pub enable_hr: Option<bool>,
     /// False leaves `images` empty in the answer (default true).
     pub send_images: Option<bool>,
-    /// Per-request settings (`CLIP_stop_at_last_layers`).
+    /// Per-request settings (`CLIP_stop_at_last_layers`; `sd_model_checkpoint` only when it
+    /// names the resident model).
     pub override_settings: Option<OverrideSettings>,
     /// img2img: the init images as base64 (the first is used).
     pub init_images: Option<Vec<String>>,

@@ -30,8 +30,10 @@ pub fn decode_base64(field: &str, text: &str) -> Result<DynamicImage, ApiError> 
         Some((head, data)) if head.starts_with("data:") => data,
         _ => text,
     };
+    // `base64 FILE` wraps its lines; the line breaks are not part of the data.
+    let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
+        .decode(data)
         .map_err(|e| ApiError::field(field, format!("not base64: {e}")))?;
     let mut reader = image_crate::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -57,6 +59,12 @@ mod tests {
         assert_eq!(decode_base64("f", &b64).unwrap().to_rgb8(), image);
         let url = format!("data:image/png;base64,{b64}");
         assert_eq!(decode_base64("f", &url).unwrap().to_rgb8(), image);
+        let wrapped: String = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|line| format!("{}\n", std::str::from_utf8(line).unwrap()))
+            .collect();
+        assert_eq!(decode_base64("f", &wrapped).unwrap().to_rgb8(), image);
         let e = decode_base64("init_images[0]", "!!").unwrap_err();
         assert_eq!(e.field_name(), Some("init_images[0]"));
         let e = decode_base64("mask", "aGVsbG8=").unwrap_err();

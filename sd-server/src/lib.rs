@@ -49,7 +49,8 @@ pub struct ServerConfig {
     pub auth: Auth,
     /// Caps on requests.
     pub limits: Limits,
-    /// The most jobs waiting behind the running one; more are refused with 503 (default 8).
+    /// The most jobs waiting behind the running one; more are refused with 503 (default 8;
+    /// 0 serves one job at a time and refuses any while busy).
     pub queue_length: usize,
 }
 

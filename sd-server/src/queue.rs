@@ -206,7 +206,10 @@ impl Queue {
         if state.stopping {
             return Err(ApiError::ShuttingDown);
         }
-        if state.waiting.len() >= self.shared.capacity {
+        // `capacity` jobs may wait behind a running one; an idle worker takes one at once
+        // even at capacity 0.
+        let busy = usize::from(state.current.is_some());
+        if state.waiting.len() + busy > self.shared.capacity {
             self.shared.counters.refused.fetch_add(1, Ordering::SeqCst);
             return Err(ApiError::QueueFull {
                 capacity: self.shared.capacity,

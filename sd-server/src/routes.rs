@@ -100,6 +100,25 @@ async fn run_generation(
     request: GenerationRequest,
     mode: Mode,
 ) -> Result<ImagesResponse, ApiError> {
+    let overridden = request
+        .override_settings
+        .as_ref()
+        .and_then(|o| o.sd_model_checkpoint.as_deref());
+    if let Some(name) = overridden {
+        let field = "override_settings.sd_model_checkpoint";
+        let wanted = state.catalog.find(field, name)?;
+        let resident = state.queue.model().entry;
+        if wanted != resident {
+            return Err(ApiError::field(
+                field,
+                format!(
+                    "{name} is not the loaded model ({}); switch with POST /sdapi/v1/options \
+                     first (models are not switched per request)",
+                    resident.title
+                ),
+            ));
+        }
+    }
     let clip_skip = state.options().clip_skip;
     let limits = state.limits;
     let plan: Plan = tokio::task::spawn_blocking(move || request.plan(mode, clip_skip, &limits))

@@ -178,3 +178,16 @@ fn a_client_that_disconnects_cancels_its_job() {
     assert_eq!(post(&url, "/sdapi/v1/txt2img", &body).status, 200);
     server.stop().unwrap();
 }
+
+#[test]
+fn an_idle_server_takes_a_job_even_with_no_queue() {
+    let mut config = config();
+    config.queue_length = 0;
+    let server = start(config);
+    let mut body = base_body("Euler");
+    body["steps"] = json!(2);
+    let answer = post(&server.url(), "/sdapi/v1/txt2img", &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(server.stats().completed, 1);
+    server.stop().unwrap();
+}

@@ -96,6 +96,18 @@ fn bad_requests_get_clear_4xx_and_the_server_serves_on() {
 
     for (body, field, status, detail_start) in [
         (
+            json!({"override_settings": {"sd_model_checkpoint": "tiny-sd2"}}),
+            "override_settings.sd_model_checkpoint",
+            422,
+            "override_settings.sd_model_checkpoint: tiny-sd2 is not the loaded model (tiny-sd1)",
+        ),
+        (
+            json!({"override_settings": {"sd_model_checkpoint": "../x"}}),
+            "override_settings.sd_model_checkpoint",
+            400,
+            "override_settings.sd_model_checkpoint: \"../x\" is not a model name",
+        ),
+        (
             json!({"steps": "ten"}),
             "steps",
             422,
@@ -217,8 +229,10 @@ fn bad_requests_get_clear_4xx_and_the_server_serves_on() {
     assert_eq!(answer.status, 404);
     assert_eq!(answer.body["detail"], "no route /sdapi/v2/nothing");
 
-    // After all that, a good request is served.
-    let answer = send("POST", &txt2img, Some(&small_body().to_string()), None);
+    // After all that, a good request is served (naming the resident model is fine).
+    let mut good = small_body();
+    good["override_settings"] = json!({"sd_model_checkpoint": "tiny-sd1"});
+    let answer = send("POST", &txt2img, Some(&good.to_string()), None);
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
         server.stats().failed,
