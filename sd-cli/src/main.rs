@@ -45,6 +45,8 @@ enum Command {
     /// Sweep one or two parameters (cfg, emphasis, seed, steps, scheduler) into a labelled
     /// contact sheet.
     Grid(Box<commands::grid::Args>),
+    /// Serve the A1111- and OpenAI-compatible HTTP API and a web page (127.0.0.1 by default).
+    Serve(Box<commands::serve::Args>),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(&args, &mut std::io::stdout().lock()),
         Command::Walk(args) => commands::walk::run(&args, &mut std::io::stdout().lock()),
         Command::Grid(args) => commands::grid::run(&args, &mut std::io::stdout().lock()),
+        Command::Serve(args) => commands::serve::run(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,10 +26,10 @@ pub fn batch_paths(out: &Path, count: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Writes one PNG (see [`encode`]) to standard output, whole: it is encoded in memory first.
+/// Writes one PNG (see [`sd_pipeline::png::write_png`]) to standard output, whole: it is
+/// encoded in memory first.
 pub fn write_stdout(image: &RgbImage, parameters: &str) -> Result<()> {
-    let mut bytes = Vec::new();
-    encode(&mut bytes, image, parameters)?;
+    let bytes = sd_pipeline::png::encode_png(image, parameters)?;
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&bytes)
@@ -39,25 +39,10 @@ pub fn write_stdout(image: &RgbImage, parameters: &str) -> Result<()> {
 
 fn write_png(path: &Path, image: &RgbImage, parameters: &str) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    encode(BufWriter::new(file), image, parameters)
-}
-
-/// Encodes `image` as an 8-bit RGB PNG with a `parameters` text chunk: tEXt when the text is
-/// Latin-1 (what A1111 writes for plain prompts), iTXt (UTF-8) otherwise.
-fn encode(sink: impl Write, image: &RgbImage, parameters: &str) -> Result<()> {
-    let mut encoder = png::Encoder::new(sink, image.width(), image.height());
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let keyword = "parameters".to_string();
-    if parameters.chars().all(|c| u32::from(c) < 256) {
-        encoder.add_text_chunk(keyword, parameters.to_string())?;
-    } else {
-        encoder.add_itxt_chunk(keyword, parameters.to_string())?;
-    }
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(image.as_raw())?;
-    writer.finish()?;
-    Ok(())
+    let mut sink = BufWriter::new(file);
+    sd_pipeline::png::write_png(&mut sink, image, parameters)?;
+    sink.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes every `(path, image, parameters)` to a temporary sibling first, and renames them into

@@ -102,6 +102,10 @@ pub enum Error {
         step: usize,
     },
 
+    /// A PNG could not be encoded or written (the png crate's message).
+    #[error("PNG: {0}")]
+    Png(String),
+
     /// Values overflowed to NaN or infinity; no image is made from them (it would be black).
     #[error(
         "the {stage} hold {count} non-finite values (NaN or infinity) of {total}: numbers too \

@@ -10,6 +10,7 @@ pub mod image;
 pub mod infotext;
 mod lora_branches;
 pub mod model_source;
+pub mod png;
 pub mod preview;
 pub mod prompt;
 pub mod random_model;

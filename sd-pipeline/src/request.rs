@@ -95,6 +95,10 @@ pub struct GenerateRequest {
     pub emphasis: Emphasis,
     /// The sampler (None: the model's scheduler_config.json class).
     pub scheduler: Option<SchedulerKind>,
+    /// Karras sigmas on or off for this run (None: the model's `use_karras_sigmas`). Only
+    /// Euler, Heun, LMS, DPM-Solver++ and UniPC have Karras schedules (see
+    /// [`supports_karras`]); the others refuse `Some(true)`.
+    pub karras: Option<bool>,
     /// Image-to-image or inpainting input.
     pub init: Option<ImageInput>,
     /// Text-to-image: the start noise `[batch, 4, height / 8, width / 8]` (standard normal,
@@ -125,12 +129,26 @@ impl Default for GenerateRequest {
             clip_skip: 1,
             emphasis: Emphasis::A1111,
             scheduler: None,
+            karras: None,
             init: None,
             start_noise: None,
             conditioning: None,
             decoder: crate::taesd::LatentDecoder::Vae,
         }
     }
+}
+
+/// True for the samplers whose schedules have Karras sigmas (diffusers' `use_karras_sigmas`):
+/// Euler, Heun, LMS, DPM-Solver++ and UniPC. Euler a, DDIM, DDPM and PNDM have none.
+pub fn supports_karras(kind: SchedulerKind) -> bool {
+    matches!(
+        kind,
+        SchedulerKind::Euler
+            | SchedulerKind::Heun
+            | SchedulerKind::Lms
+            | SchedulerKind::DpmSolverPlusPlus
+            | SchedulerKind::UniPc
+    )
 }
 
 /// A number as error messages show it: plain when short, in scientific notation beyond

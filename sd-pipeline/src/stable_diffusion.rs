@@ -36,7 +36,7 @@ use crate::image::{image_to_tensor, mask_to_tensor, resize_nearest, tensor_to_im
 use crate::infotext::Infotext;
 use crate::lora_branches::{LoraBranches, PendingBranches, SelectionGuard};
 use crate::model_source::ModelSource;
-use crate::request::{GenerateRequest, ImageInput};
+use crate::request::{supports_karras, GenerateRequest, ImageInput};
 use crate::rng::TorchRng;
 use crate::taesd::{LatentDecoder, Taesd};
 use crate::textual_inversion::Embeddings;
@@ -1094,7 +1094,8 @@ impl StableDiffusion {
             self.loaded_taesd()?;
         }
         let sampler = request.scheduler.unwrap_or(self.default_scheduler);
-        let mut scheduler = sd_scheduler::build(sampler, &self.scheduler_config, request.steps)
+        let scheduler_config = self.run_scheduler_config(request, sampler)?;
+        let mut scheduler = sd_scheduler::build(sampler, &scheduler_config, request.steps)
             .map_err(|e| match e {
                 // e.g. 1000 steps with "leading" spacing and steps_offset 1 reach timestep 1000.
                 sd_scheduler::Error::TimestepOutOfRange { .. } => Error::request(
@@ -1239,7 +1240,10 @@ impl StableDiffusion {
         timings.decoding = clock.elapsed();
 
         let infotexts = (0..images.len())
-            .map(|i| self.infotext(request, sampler, (width, height), i))
+            .map(|i| {
+                let karras = scheduler_config.use_karras_sigmas && supports_karras(sampler);
+                self.infotext(request, (sampler, karras), (width, height), i)
+            })
             .collect();
         Ok(Generated {
             images,
@@ -1364,10 +1368,32 @@ impl StableDiffusion {
         Ok((latents, inpainting))
     }
 
-    fn infotext(
+    /// The scheduler config of one run: the model's, with the request's Karras choice.
+    fn run_scheduler_config(
         &self,
         request: &GenerateRequest,
         sampler: SchedulerKind,
+    ) -> Result<SchedulerConfig> {
+        let mut config = self.scheduler_config.clone();
+        if let Some(karras) = request.karras {
+            if karras && !supports_karras(sampler) {
+                return Err(Error::request(
+                    "karras",
+                    format!(
+                        "{sampler} has no Karras schedule (euler, heun, lms, dpm-solver++ and \
+                         unipc have)"
+                    ),
+                ));
+            }
+            config.use_karras_sigmas = karras;
+        }
+        Ok(config)
+    }
+
+    fn infotext(
+        &self,
+        request: &GenerateRequest,
+        (sampler, karras): (SchedulerKind, bool),
         size: (usize, usize),
         index: usize,
     ) -> Infotext {
@@ -1380,7 +1406,7 @@ impl StableDiffusion {
             },
             steps: request.steps,
             sampler,
-            karras: self.scheduler_config.use_karras_sigmas,
+            karras,
             guidance_scale: request.guidance_scale,
             seed: request.seed,
             size,

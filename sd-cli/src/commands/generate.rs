@@ -408,6 +408,7 @@ fn request(args: &Args) -> Result<GenerateRequest> {
             EmphasisArg::Attention => Emphasis::Attention,
         },
         scheduler,
+        karras: None,
         init,
         start_noise: None,
         conditioning: None,

@@ -6,5 +6,6 @@ pub mod grid;
 pub mod inspect;
 pub mod inspect_networks;
 pub mod merge;
+pub mod serve;
 pub mod tokenize;
 pub mod walk;

@@ -90,6 +90,7 @@ pub fn case_request(case: &serde_json::Value) -> anyhow::Result<sd_pipeline::Gen
         clip_skip: case["clip_skip"].as_u64().unwrap_or(1) as usize,
         emphasis: sd_pipeline::Emphasis::A1111,
         scheduler: Some(str_of("scheduler").context("scheduler")?.parse()?),
+        karras: None,
         init,
         start_noise: None,
         conditioning: None,
