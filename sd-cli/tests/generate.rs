@@ -77,26 +77,14 @@ fn run_err(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// Pixels and the `parameters` text of a PNG.
+/// Pixels, size and the `parameters` text of a PNG file.
 fn read_png(path: &str) -> (Vec<u8>, (u32, u32), Option<String>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let frame = reader.next_frame(&mut pixels).unwrap();
-    pixels.truncate(frame.buffer_size());
-    let info = reader.info();
-    let text = info
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.text.clone())
-        .or_else(|| {
-            info.utf8_text
-                .iter()
-                .find(|t| t.keyword == "parameters")
-                .map(|t| t.get_text().unwrap())
-        });
-    (pixels, (info.width, info.height), text)
+    let bytes = std::fs::read(path).unwrap();
+    let image = sd_pipeline::image_crate::load_from_memory(&bytes)
+        .unwrap()
+        .to_rgb8();
+    let text = sd_pipeline::png::read_parameters(&bytes).unwrap();
+    (image.as_raw().clone(), image.dimensions(), text)
 }
 
 fn max_difference(ours: &str, reference: &str) -> u8 {

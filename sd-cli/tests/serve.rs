@@ -48,19 +48,11 @@ impl Drop for Serving {
 
 /// Pixels and the `parameters` text of PNG bytes.
 fn read_png(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let frame = reader.next_frame(&mut pixels).unwrap();
-    pixels.truncate(frame.buffer_size());
-    let text = reader
-        .info()
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.text.clone());
-    (pixels, text)
+    let image = sd_pipeline::image_crate::load_from_memory(bytes)
+        .unwrap()
+        .to_rgb8();
+    let text = sd_pipeline::png::read_parameters(bytes).unwrap();
+    (image.into_raw(), text)
 }
 
 /// The first PNG the server answers `route` with for `body`: pixels and parameters.

@@ -39,6 +39,42 @@ pub fn encode_png(image: &RgbImage, parameters: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The `parameters` text of PNG `bytes` (a tEXt, zTXt or iTXt chunk, as A1111 and
+/// [`write_png`] write it), or None when it has none: A1111's "PNG Info".
+///
+/// # Errors
+/// When `bytes` is not a readable PNG ([`Error::Png`]).
+pub fn read_parameters(bytes: &[u8]) -> Result<Option<String>> {
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .map_err(|e| Error::Png(e.to_string()))?;
+    let info = reader.info();
+    if let Some(t) = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+    {
+        return Ok(Some(t.text.clone()));
+    }
+    if let Some(t) = info
+        .compressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+    {
+        return t
+            .get_text()
+            .map(Some)
+            .map_err(|e| Error::Png(e.to_string()));
+    }
+    match info.utf8_text.iter().find(|t| t.keyword == "parameters") {
+        Some(t) => t
+            .get_text()
+            .map(Some)
+            .map_err(|e| Error::Png(e.to_string())),
+        None => Ok(None),
+    }
+}
+
 impl From<png::EncodingError> for Error {
     fn from(e: png::EncodingError) -> Self {
         Error::Png(e.to_string())
@@ -49,34 +85,25 @@ impl From<png::EncodingError> for Error {
 mod tests {
     use super::*;
 
-    /// The `parameters` text of PNG `bytes`, from a tEXt or an iTXt chunk.
-    fn parameters(bytes: &[u8]) -> String {
-        let reader = png::Decoder::new(std::io::Cursor::new(bytes))
-            .read_info()
-            .unwrap();
-        let info = reader.info();
-        info.uncompressed_latin1_text
-            .iter()
-            .map(|c| (c.keyword.clone(), c.text.clone()))
-            .chain(
-                info.utf8_text
-                    .iter()
-                    .map(|c| (c.keyword.clone(), c.get_text().unwrap())),
-            )
-            .find(|(k, _)| k == "parameters")
-            .map(|(_, t)| t)
-            .unwrap()
-    }
-
     #[test]
     fn latin1_and_utf8_parameters_round_trip() {
         let mut image = RgbImage::new(3, 2);
         image.put_pixel(2, 1, image::Rgb([10, 200, 30]));
         for text in ["a cat\nSteps: 2", "un chat \u{1F431}\nSteps: 2"] {
             let bytes = encode_png(&image, text).unwrap();
-            assert_eq!(parameters(&bytes), text);
+            assert_eq!(read_parameters(&bytes).unwrap().as_deref(), Some(text));
             let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
             assert_eq!(back, image);
         }
+        let plain = encode_png(&image, "x").unwrap();
+        let mut untagged = Vec::new();
+        image::DynamicImage::ImageRgb8(image.clone())
+            .write_to(
+                &mut std::io::Cursor::new(&mut untagged),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        assert_eq!(read_parameters(&untagged).unwrap(), None);
+        assert!(read_parameters(&plain[..20]).is_err());
     }
 }

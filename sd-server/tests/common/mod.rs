@@ -122,24 +122,11 @@ pub fn base64_file(path: &Path) -> String {
 
 /// Pixels (RGB), size and the `parameters` text of PNG bytes.
 pub fn read_png(bytes: &[u8]) -> (Vec<u8>, (u32, u32), Option<String>) {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let frame = reader.next_frame(&mut pixels).unwrap();
-    pixels.truncate(frame.buffer_size());
-    let info = reader.info();
-    let text = info
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.text.clone())
-        .or_else(|| {
-            info.utf8_text
-                .iter()
-                .find(|t| t.keyword == "parameters")
-                .map(|t| t.get_text().unwrap())
-        });
-    (pixels, (info.width, info.height), text)
+    let image = sd_pipeline::image_crate::load_from_memory(bytes)
+        .unwrap()
+        .to_rgb8();
+    let text = sd_pipeline::png::read_parameters(bytes).unwrap();
+    (image.as_raw().clone(), image.dimensions(), text)
 }
 
 /// Polls `/sdapi/v1/progress` until `done` holds for its body, or panics after `timeout`.
