@@ -14,6 +14,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
+use crate::cpu::{Isa, TierGuard};
 use crate::error::{Error, Result};
 use crate::gemm::{self, matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
 use crate::math;
@@ -49,7 +50,7 @@ multiversion! {
         for (j, row) in s.chunks_exact_mut(cols).enumerate() {
             let w = weights.map_or(1.0, |w| w[j]);
             for ((v, m), acc) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
-                let e = math::exp2_nonpositive(*v * c - m);
+                let e = math::exp2_nonpositive(v.mul_add(c, -m));
                 *acc += e;
                 *v = e * w;
             }
@@ -117,6 +118,7 @@ pub fn attention(
     };
     let hdp = heads * dp;
     let mut out = output(b * lq * hd);
+    let isa = Isa::active();
     with_f32("attention", k, |ks| {
         let ks = pad_heads(ks, heads, d, dp);
         with_f32("attention", v, |vs| -> Result<()> {
@@ -124,6 +126,8 @@ pub fn attention(
             let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..b * heads)
                 .into_par_iter()
                 .map(|i| {
+                    // Packed on the caller's tier (`with_isa` is per thread).
+                    let _tier = TierGuard::enter(isa);
                     let (bi, h) = (i / heads, i % heads);
                     let off = bi * lk * hd + h * d;
                     let kv = Strided {
@@ -161,6 +165,7 @@ pub fn attention(
                     })
                     .collect();
                 tiles.into_par_iter().for_each(|(bi, q0, o)| {
+                    let _tier = TierGuard::enter(isa);
                     let rows = o.len() / hd;
                     let w = weights.as_ref().map(|w| &w[bi * lk..(bi + 1) * lk]);
                     let mut s = vec![0f32; lk * rows];
@@ -212,7 +217,8 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::rel_l2;
+    use crate::cpu::with_isa;
+    use crate::test_util::{rel_l2, tiers};
     use candle_core::{Device, D};
 
     /// The plain composition: softmax over the full score tensor.
@@ -254,6 +260,7 @@ mod tests {
             (1, 64, 77, 3, 64),
             (2, 7, 5, 1, 8),
             (1, 200, 77, 8, 40),
+            (1, 70, 600, 2, 40),
         ] {
             let q = (Tensor::randn(0f32, 1.0, (b, lq, heads * d), &dev).unwrap() * 2.0).unwrap();
             let k = (Tensor::randn(0f32, 1.0, (b, lk, heads * d), &dev).unwrap() * 2.0).unwrap();
@@ -262,16 +269,24 @@ mod tests {
             let scale = 1.0 / (d as f32).sqrt();
             for weights in [None, Some(&w)] {
                 let want = reference(&q, &k, &v, heads, weights);
-                let got = attention(&q, &k, &v, heads, scale, weights, Precision::F32).unwrap();
-                let e = rel_l2(&got, &want);
-                assert!(
-                    e < 1e-5,
-                    "({b},{lq},{lk},{heads},{d}) weights {}: {e}",
-                    weights.is_some()
-                );
-                let got = attention(&q, &k, &v, heads, scale, weights, Precision::Bf16).unwrap();
-                let e = rel_l2(&got, &want);
-                assert!(e < 2e-2, "bf16 ({b},{lq},{lk},{heads},{d}): {e}");
+                // Every kernel tier this CPU has: panel widths 4 to 32, f32 panels, bf16
+                // pairs, bf16 emulated on f32 kernels, AMX's padded heads.
+                for isa in tiers() {
+                    with_isa(isa, || {
+                        let got =
+                            attention(&q, &k, &v, heads, scale, weights, Precision::F32).unwrap();
+                        let e = rel_l2(&got, &want);
+                        assert!(
+                            e < 1e-5,
+                            "{isa:?} ({b},{lq},{lk},{heads},{d}) weights {}: {e}",
+                            weights.is_some()
+                        );
+                        let got =
+                            attention(&q, &k, &v, heads, scale, weights, Precision::Bf16).unwrap();
+                        let e = rel_l2(&got, &want);
+                        assert!(e < 2e-2, "{isa:?} bf16 ({b},{lq},{lk},{heads},{d}): {e}");
+                    })
+                }
             }
         }
     }

@@ -101,10 +101,25 @@ impl Isa {
 /// test or time the AVX2 and portable fallbacks on an AVX-512 machine, or the bf16 dot kernel
 /// where it is not the default. Data packed inside `f` (weights) must be used inside it too.
 pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    let previous = OVERRIDE.with(|o| o.replace(Some(isa.min(Isa::supported()))));
-    let out = f();
-    OVERRIDE.with(|o| o.set(previous));
-    out
+    let _tier = TierGuard::enter(isa);
+    f()
+}
+
+/// Sets this thread's tier while it lives: work handed to other threads (rayon tasks) runs on
+/// the tier of the thread that handed it over, as [`with_isa`] promises.
+pub(crate) struct TierGuard(Option<Isa>);
+
+impl TierGuard {
+    /// This thread runs at `isa` until the guard drops.
+    pub(crate) fn enter(isa: Isa) -> Self {
+        TierGuard(OVERRIDE.with(|o| o.replace(Some(isa.min(Isa::supported())))))
+    }
+}
+
+impl Drop for TierGuard {
+    fn drop(&mut self) {
+        OVERRIDE.with(|o| o.set(self.0));
+    }
 }
 
 /// The `flags` line of the first processor in `/proc/cpuinfo`, split into words.

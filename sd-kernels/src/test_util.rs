@@ -2,6 +2,8 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::cpu::Isa;
+
 /// A deterministic tensor with values in [-1, 2) (xorshift; no dependency on candle's RNG).
 pub(crate) fn rand(dims: &[usize], seed: u64) -> Tensor {
     let n: usize = dims.iter().product();
@@ -37,4 +39,18 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.max(0))
         .and_then(|d| d.to_scalar::<f32>())
         .expect("same shape, f32")
+}
+
+/// Every instruction-set tier this CPU can run, lowest first (for `cpu::with_isa`).
+pub(crate) fn tiers() -> Vec<Isa> {
+    [
+        Isa::Generic,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ]
+    .into_iter()
+    .filter(|&t| t <= Isa::supported())
+    .collect()
 }

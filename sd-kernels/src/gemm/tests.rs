@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cpu::{with_isa, Isa};
+use crate::test_util::tiers;
 
 /// A small deterministic generator (values in [-1, 1)).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -15,19 +16,6 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
-}
-
-fn tiers() -> Vec<Isa> {
-    [
-        Isa::Generic,
-        Isa::Avx2,
-        Isa::Avx512,
-        Isa::Avx512Bf16,
-        Isa::Amx,
-    ]
-    .into_iter()
-    .filter(|&t| t <= Isa::supported())
-    .collect()
 }
 
 /// Reference C = A B + bias_row + bias_col + residual in f64, on inputs rounded as `precision`.
@@ -75,6 +63,8 @@ fn check(m: usize, n: usize, k: usize, precision: Precision, pack_a: bool, pack_
     let bias_col = values(n, 4);
     let residual = values(m * n, 5);
     let want = reference(&a, &b, m, n, k, precision, &bias_row, &bias_col, &residual);
+    let (zero_m, zero_n, zero_mn) = (vec![0.0; m], vec![0.0; n], vec![0.0; m * n]);
+    let want_plain = reference(&a, &b, m, n, k, precision, &zero_m, &zero_n, &zero_mn);
     for isa in tiers() {
         with_isa(isa, || {
             let pa;
@@ -93,21 +83,27 @@ fn check(m: usize, n: usize, k: usize, precision: Precision, pack_a: bool, pack_
             } else {
                 MatOperand::Strided(sb)
             };
-            let mut c = vec![f32::NAN; m * n];
             let epi = Epilogue {
                 bias_row: Some(&bias_row),
                 bias_col: Some(&bias_col),
                 residual: Some(&residual),
                 residual_ld: n,
             };
-            matmul(lhs, rhs, &mut c, n, &epi, precision);
-            let err = max_rel_err(&c, &want);
-            // f32 sums of k terms in another order; bf16 adds nothing (inputs rounded the same).
-            let bound = 1e-5 * (k as f32).sqrt().max(1.0);
-            assert!(
-                err <= bound,
-                "{isa:?} {precision:?} m={m} n={n} k={k} packed=({pack_a},{pack_b}): err {err} > {bound}"
-            );
+            // With the epilogue, and without it (kernels may then keep C in place).
+            for (epi, want) in [(epi, &want), (Epilogue::NONE, &want_plain)] {
+                let mut c = vec![f32::NAN; m * n];
+                matmul(lhs, rhs, &mut c, n, &epi, precision);
+                let err = max_rel_err(&c, want);
+                // f32 sums of k terms in another order; bf16 adds nothing (inputs rounded
+                // the same).
+                let bound = 1e-5 * (k as f32).sqrt().max(1.0);
+                let plain = epi.bias_row.is_none();
+                assert!(
+                    err <= bound,
+                    "{isa:?} {precision:?} m={m} n={n} k={k} packed=({pack_a},{pack_b}) \
+                     plain {plain}: err {err} > {bound}"
+                );
+            }
         });
     }
 }
