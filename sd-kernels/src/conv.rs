@@ -10,6 +10,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::gemm::{self, DepthRows, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::input_map::InputMap;
 use crate::tensor::{from_vec, output, with_f32, with_f32_opt};
 use crate::winograd;
 
@@ -142,7 +143,21 @@ impl Conv2d {
         channel_bias: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (b, cin, h, w) = x.dims4()?;
+        self.forward_mapped(x, &InputMap::identity(), channel_bias, residual)
+    }
+
+    /// [`forward_ex`](Self::forward_ex) of the image `map` reads from `x` (e.g. `x`
+    /// normalised by a GroupNorm and activated, or upsampled). On the Winograd path that image
+    /// is never stored: the input transform maps each value as it reads it. The direct product
+    /// reads each value once per tap, so there the mapped image is made first.
+    pub fn forward_mapped(
+        &self,
+        x: &Tensor,
+        map: &InputMap,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, cin, hs, ws) = x.dims4()?;
         let bad = |what: String| Error::Shape { op: "conv2d", what };
         if cin != self.cin {
             return Err(bad(format!(
@@ -150,6 +165,13 @@ impl Conv2d {
                 x.dims(),
                 self.cin
             )));
+        }
+        map.check("conv2d", b, cin)?;
+        let (h, w) = map.mapped_size(hs, ws);
+        if !map.is_identity() && self.winograd_variant(b, h, w).is_none() {
+            // Only the Winograd input transform maps as it reads (each input value once or
+            // twice); the direct product would map every value once per tap: map first.
+            return self.forward_ex(&map.apply(x)?, channel_bias, residual);
         }
         let (ho, wo) = self
             .output_size(h, w)
@@ -183,7 +205,7 @@ impl Conv2d {
             }
             None => None,
         };
-        let plane_in = cin * h * w;
+        let plane_in = cin * hs * ws;
         let plane_out = self.cout * ho * wo;
         let mut out = output(b * plane_out);
         if let Some(variant) = self.winograd_variant(b, h, w) {
@@ -205,6 +227,7 @@ impl Conv2d {
                         &self.weight,
                         grid,
                         xs,
+                        map,
                         bias.as_deref(),
                         rs,
                         &mut out,
@@ -460,6 +483,69 @@ mod tests {
                     e < bound,
                     "case {i} {precision:?} + channel bias: rel L2 {e}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_mapped_input_is_the_map_then_the_convolution() {
+        // (batch, cin, cout, source h, source w, kernel, stride, padding)
+        let cases = [
+            (2, 16, 24, 24, 23, 3, 1, 1),
+            (1, 7, 5, 5, 9, 3, 1, 1),
+            (2, 16, 8, 9, 7, 3, 2, 1),
+            (2, 24, 8, 5, 11, 1, 1, 0),
+        ];
+        for (i, &(b, cin, cout, h, w, k, s, p)) in cases.iter().enumerate() {
+            let x = rand(&[b, cin, h, w], 61 + i as u64);
+            let wt = rand(&[cout, cin, k, k], 67 + i as u64);
+            let bias = rand(&[cout], 71 + i as u64);
+            let geometry = ConvGeometry {
+                stride: s,
+                padding: p,
+            };
+            let affine = || crate::ChannelAffine {
+                scale: (0..b * cin).map(|j| 0.5 + 0.1 * (j % 7) as f32).collect(),
+                shift: (0..b * cin).map(|j| 0.3 - 0.05 * (j % 5) as f32).collect(),
+            };
+            let maps = [
+                InputMap {
+                    affine: Some(affine()),
+                    silu: true,
+                    upsample: false,
+                },
+                InputMap {
+                    affine: None,
+                    silu: false,
+                    upsample: true,
+                },
+                InputMap {
+                    affine: Some(affine()),
+                    silu: true,
+                    upsample: true,
+                },
+            ];
+            let algorithms = [
+                ConvAlgorithm::Direct,
+                ConvAlgorithm::WinogradF2,
+                ConvAlgorithm::WinogradF4,
+            ];
+            for map in &maps {
+                let mapped = map.apply(&x).unwrap();
+                for precision in [Precision::F32, Precision::Bf16] {
+                    for algorithm in algorithms {
+                        let mut conv = Conv2d::new(&wt, Some(&bias), geometry, precision).unwrap();
+                        conv.set_algorithm(algorithm);
+                        let want = conv.forward(&mapped, None).unwrap();
+                        let res = rand(want.dims(), 73);
+                        let got = conv.forward_mapped(&x, map, None, Some(&res)).unwrap();
+                        let e = rel_l2(&got, &(&want + &res).unwrap());
+                        assert!(
+                            e < 1e-6,
+                            "case {i} {map:?} {precision:?} {algorithm:?}: {e}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -235,6 +235,67 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// [`forward_with`](Self::forward_with) of `silu?(norm(x))`: a resnet's
+    /// `conv(SiLU(GroupNorm(x)))`. On the fast path the normalised tensor is never stored:
+    /// the statistics are read first, then the convolution maps its input as it reads it.
+    pub fn forward_normalized(
+        &self,
+        norm: &GroupNorm,
+        silu: bool,
+        x: &Tensor,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        if let Some(conv) = self.fusable(x) {
+            if norm.fast {
+                let x = to_f32(x)?;
+                let eps = norm.eps as f32;
+                let map =
+                    norm::group_norm_map(&x, norm.groups, &norm.gamma, &norm.beta, eps, silu)?;
+                return self.forward_fused(conv, &x, &map, channel_bias, residual);
+            }
+        }
+        self.forward_with(&norm.forward_act(x, silu)?, channel_bias, residual)
+    }
+
+    /// `self(upsample(x))` with nearest-neighbour 2x upsampling (an up-block's `Upsample2D`).
+    /// On the fast path the upsampled tensor is never stored.
+    pub fn forward_upsampled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(conv) = self.fusable(x) {
+            let map = crate::InputMap {
+                upsample: true,
+                ..crate::InputMap::identity()
+            };
+            return self.forward_fused(conv, &to_f32(x)?, &map, None, None);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+    }
+
+    /// The fast convolution, when a map can be fused into it: CPU input, and no side branch
+    /// (which would need the mapped input itself).
+    fn fusable(&self, x: &Tensor) -> Option<&crate::Conv2d> {
+        match &self.0 {
+            ConvImpl::Fast(c) if x.device().is_cpu() && !self.1.is_active() => Some(c),
+            _ => None,
+        }
+    }
+
+    fn forward_fused(
+        &self,
+        conv: &crate::Conv2d,
+        x: &Tensor,
+        map: &crate::InputMap,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let cb = channel_bias.map(to_f32).transpose()?;
+        let r = residual.map(to_f32).transpose()?;
+        Ok(conv.forward_mapped(x, map, cb.as_ref(), r.as_ref())?)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_with(x, None, None)

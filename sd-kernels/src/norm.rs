@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::input_map::{ChannelAffine, InputMap};
 use crate::math;
 use crate::simd::multiversion;
 use crate::tensor::{from_vec, output, with_f32};
@@ -64,6 +65,73 @@ multiversion! {
     }
 }
 
+/// A channel's GroupNorm as one affine map: (x - mean) rstd gamma + beta = x scale + shift.
+fn channel_affine(mean: f32, rstd: f32, gamma: f32, beta: f32) -> (f32, f32) {
+    let scale = rstd * gamma;
+    (scale, beta - mean * scale)
+}
+
+/// Checks a GroupNorm's arguments for `x`; returns (batch, channels, spatial size).
+fn group_norm_shape(
+    op: &'static str,
+    x: &Tensor,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+) -> Result<(usize, usize, usize)> {
+    let dims = x.dims();
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
+        return Err(Error::Shape {
+            op,
+            what: format!("input {dims:?} with {groups} groups"),
+        });
+    }
+    let (b, c) = (dims[0], dims[1]);
+    if gamma.len() != c || beta.len() != c {
+        return Err(Error::Shape {
+            op,
+            what: format!(
+                "{} / {} affine values for {c} channels",
+                gamma.len(),
+                beta.len()
+            ),
+        });
+    }
+    Ok((b, c, dims[2..].iter().product()))
+}
+
+/// GroupNorm of `x` `[B, C, H, W]` (f32, CPU), then SiLU when `silu`, as an [`InputMap`] a
+/// convolution applies while reading `x` ([`Conv2d::forward_mapped`](crate::Conv2d::forward_mapped)):
+/// only the statistics are computed here (one read of `x`), the normalised tensor is never
+/// written.
+pub fn group_norm_map(
+    x: &Tensor,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    silu: bool,
+) -> Result<InputMap> {
+    let (b, c, spatial) = group_norm_shape("group_norm_map", x, groups, gamma, beta)?;
+    let per_group = c / groups * spatial;
+    let stats: Vec<(f32, f32)> = with_f32("group_norm_map", x, |xs| {
+        xs.par_chunks(per_group).map(mean_var).collect()
+    })?;
+    let (mut scale, mut shift) = (Vec::with_capacity(b * c), Vec::with_capacity(b * c));
+    for i in 0..b * c {
+        let (mean, var) = stats[i / (c / groups)];
+        let ch = i % c;
+        let (a, s) = channel_affine(mean, 1.0 / (var + eps).sqrt(), gamma[ch], beta[ch]);
+        scale.push(a);
+        shift.push(s);
+    }
+    Ok(InputMap {
+        affine: Some(ChannelAffine { scale, shift }),
+        silu,
+        upsample: false,
+    })
+}
+
 /// GroupNorm of `x` `[B, C, ...]` (f32, CPU) with `groups` groups, per-channel `gamma` and
 /// `beta` (length C), then SiLU when `silu`.
 pub fn group_norm(
@@ -75,24 +143,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
-        return Err(Error::Shape {
-            op: "group_norm",
-            what: format!("input {dims:?} with {groups} groups"),
-        });
-    }
-    let (b, c) = (dims[0], dims[1]);
-    if gamma.len() != c || beta.len() != c {
-        return Err(Error::Shape {
-            op: "group_norm",
-            what: format!(
-                "{} / {} affine values for {c} channels",
-                gamma.len(),
-                beta.len()
-            ),
-        });
-    }
-    let spatial: usize = dims[2..].iter().product();
+    let (b, c, spatial) = group_norm_shape("group_norm", x, groups, gamma, beta)?;
     let per_group = c / groups * spatial;
     let mut out = output(b * c * spatial);
     with_f32("group_norm", x, |xs| {
@@ -104,8 +155,7 @@ pub fn group_norm(
                 let rstd = 1.0 / (var + eps).sqrt();
                 let g0 = (i % groups) * (c / groups);
                 for (j, (oc, xc)) in o.chunks_mut(spatial).zip(xg.chunks(spatial)).enumerate() {
-                    let scale = rstd * gamma[g0 + j];
-                    let shift = beta[g0 + j] - mean * scale;
+                    let (scale, shift) = channel_affine(mean, rstd, gamma[g0 + j], beta[g0 + j]);
                     scale_shift(xc, oc, scale, shift, silu);
                 }
             });

@@ -15,3 +15,20 @@ pub(crate) fn norm_act(norm: &GroupNorm, act: Activation, x: &Tensor) -> Result<
         act.apply(&norm.forward(x)?)
     }
 }
+
+/// `conv(act(norm(x)))` (+ per-image channel bias, + residual): with SiLU on the CPU the
+/// normalised tensor is never stored (the convolution normalises its input as it reads it).
+pub(crate) fn norm_act_conv(
+    norm: &GroupNorm,
+    act: Activation,
+    conv: &Conv2d,
+    x: &Tensor,
+    channel_bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    if act.is_silu() {
+        conv.forward_normalized(norm, true, x, channel_bias, residual)
+    } else {
+        conv.forward_with(&norm_act(norm, act, x)?, channel_bias, residual)
+    }
+}

@@ -5,7 +5,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Conv2dConfig, Module, VarBuilder};
 
 use crate::config::Activation;
-use crate::layers::{norm_act, Conv2d, GroupNorm, Linear};
+use crate::layers::{norm_act_conv, Conv2d, GroupNorm, Linear};
 
 /// The shape-independent settings of a resnet.
 #[derive(Debug, Clone, Copy)]
@@ -74,16 +74,12 @@ impl ResnetBlock2D {
     /// The time embedding rides in conv1's bias and the skip in conv2's output pass.
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let t = self.time_emb_proj.forward(&self.act.apply(temb)?)?;
-        let h = self
-            .conv1
-            .forward_with(&norm_act(&self.norm1, self.act, x)?, Some(&t), None)?;
+        let h = norm_act_conv(&self.norm1, self.act, &self.conv1, x, Some(&t), None)?;
         let skip = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        let out =
-            self.conv2
-                .forward_with(&norm_act(&self.norm2, self.act, &h)?, None, Some(&skip))?;
+        let out = norm_act_conv(&self.norm2, self.act, &self.conv2, &h, None, Some(&skip))?;
         if self.output_scale_factor == 1.0 {
             Ok(out)
         } else {

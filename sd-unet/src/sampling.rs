@@ -64,7 +64,10 @@ impl Upsample2D {
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (oh, ow) = size.unwrap_or((2 * h, 2 * w));
-        let x = x.upsample_nearest2d(oh, ow)?;
-        self.conv.forward(&x)
+        if (oh, ow) == (2 * h, 2 * w) {
+            // Exactly 2x: upsampled as the convolution reads its input, never stored.
+            return self.conv.forward_upsampled(x);
+        }
+        self.conv.forward(&x.upsample_nearest2d(oh, ow)?)
     }
 }

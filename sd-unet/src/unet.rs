@@ -8,7 +8,7 @@ use crate::attention::AttentionMode;
 use crate::config::{DownBlockType, UNet2DConditionConfig, UpBlockType};
 use crate::down_block::{DownBlock, DownBlockShape};
 use crate::error::{Error, Result};
-use crate::layers::{norm_act, Conv2d, GroupNorm};
+use crate::layers::{norm_act_conv, Conv2d, GroupNorm};
 use crate::mid_block::MidBlock;
 use crate::resnet::ResnetSettings;
 use crate::timestep_embedding::TimestepEmbedding;
@@ -221,8 +221,9 @@ impl UNet2DConditionModel {
             };
             x = block.forward(&x, &mut skips, &temb, &context, weights, mode, size)?;
         }
-        let x = norm_act(&self.conv_norm_out, self.config.act_fn, &x)?;
-        Ok(self.conv_out.forward(&x)?.to_dtype(self.dtype)?)
+        let act = self.config.act_fn;
+        let x = norm_act_conv(&self.conv_norm_out, act, &self.conv_out, &x, None, None)?;
+        Ok(x.to_dtype(self.dtype)?)
     }
 
     fn check_inputs(

@@ -75,11 +75,11 @@ impl Decoder {
     /// Runs the decoder.
     pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
         let x = self.conv_in.forward(z)?;
-        let mut x = self.mid_block.forward(&x)?;
+        let mut x = self.mid_block.forward(x)?;
         for block in &self.up_blocks {
-            x = block.forward(&x)?;
+            x = block.forward(x)?;
         }
-        let x = self.conv_norm_out.forward_act(&x, self.act)?;
-        self.conv_out.forward(&x)
+        self.conv_out
+            .forward_normalized(&self.conv_norm_out, self.act, &x, None)
     }
 }

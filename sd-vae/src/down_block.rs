@@ -50,10 +50,10 @@ impl DownEncoderBlock {
     }
 
     /// `[B, C_in, H, W]` -> `[B, C_out, H/2, W/2]` (or the same size at the last level).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
+    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
+        let mut x = x;
         for resnet in &self.resnets {
-            x = resnet.forward(&x)?;
+            x = resnet.forward(x)?;
         }
         if let Some(conv) = &self.downsample {
             // diffusers' Downsample2D with padding=0 pads one zero row and column on the bottom

@@ -73,10 +73,10 @@ impl Encoder {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x)?;
         for block in &self.down_blocks {
-            x = block.forward(&x)?;
+            x = block.forward(x)?;
         }
-        let x = self.mid_block.forward(&x)?;
-        let x = self.conv_norm_out.forward_act(&x, self.act)?;
-        self.conv_out.forward(&x)
+        let x = self.mid_block.forward(x)?;
+        self.conv_out
+            .forward_normalized(&self.conv_norm_out, self.act, &x, None)
     }
 }

@@ -31,6 +31,11 @@ impl GroupNorm {
         Ok(self.inner.forward(x)?)
     }
 
+    /// The sd-kernels layer, for convolutions that normalise their input themselves.
+    pub(crate) fn inner(&self) -> &sd_kernels::nn::GroupNorm {
+        &self.inner
+    }
+
     /// `act(norm(x))`, SiLU fused into the normalisation's output pass.
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         match act {

@@ -44,11 +44,11 @@ impl MidBlock {
     }
 
     /// Runs the block on `[B, C, h, w]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
         let mut x = self.first.forward(x)?;
         if let Some(attention) = &self.attention {
             x = attention.forward(&x)?;
         }
-        self.second.forward(&x)
+        self.second.forward(x)
     }
 }

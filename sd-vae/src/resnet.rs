@@ -60,13 +60,22 @@ impl ResnetBlock {
     }
 
     /// Runs the block on `[B, C_in, H, W]`, giving `[B, C_out, H, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_act(x, self.act)?)?;
+    /// Takes `x` by value so it is freed as soon as it is no longer needed (before `conv2`
+    /// when there is a shortcut convolution): at 512² the decoder's first full-size resnet
+    /// would otherwise hold its 256 MiB input through the whole block.
+    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
+        let h = self
+            .conv1
+            .forward_normalized(&self.norm1, self.act, &x, None)?;
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x)?,
-            None => x.clone(),
+            Some(conv) => {
+                let skip = conv.forward(&x)?;
+                drop(x);
+                skip
+            }
+            None => x,
         };
         self.conv2
-            .forward_residual(&self.norm2.forward_act(&h, self.act)?, &skip)
+            .forward_normalized(&self.norm2, self.act, &h, Some(&skip))
     }
 }

@@ -47,14 +47,13 @@ impl UpDecoderBlock {
     }
 
     /// `[B, C_in, h, w]` -> `[B, C_out, 2h, 2w]` (or the same size at the last level).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
+    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
+        let mut x = x;
         for resnet in &self.resnets {
-            x = resnet.forward(&x)?;
+            x = resnet.forward(x)?;
         }
         if let Some(conv) = &self.upsample {
-            let (_, _, h, w) = x.dims4()?;
-            x = conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
+            x = conv.forward_upsampled(&x)?;
         }
         Ok(x)
     }

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use crate::cpu::{Isa, TierGuard};
 use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
+use crate::input_map::InputMap;
 use crate::tensor::output;
 use minimal::{Minimal, F2, F4, T_MAX};
 
@@ -111,23 +112,26 @@ impl Grid {
     }
 }
 
-/// `out[b, co] = conv3x3(input)[b, co] + bias[b * cout + co] + residual[b, co]` for `input`
-/// `[batch, cin, h, w]`, with the weights `[cout, cin * 9]` packed as a left operand.
+/// `out[b, co] = conv3x3(map(input))[b, co] + bias[b * cout + co] + residual[b, co]` for the
+/// `[batch, cin, h, w]` image that `map` reads from `input` (its source), with the weights
+/// `[cout, cin * 9]` packed as a left operand.
 ///
 /// # Panics
 /// When the slices do not have the grid's sizes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3(
     variant: Variant,
     weight: &PackedMatrix,
     grid: Grid,
     input: &[f32],
+    map: &InputMap,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
     match variant {
-        Variant::F2 => conv3x3_as::<F2>(weight, grid, input, bias, residual, out),
-        Variant::F4 => conv3x3_as::<F4>(weight, grid, input, bias, residual, out),
+        Variant::F2 => conv3x3_as::<F2>(weight, grid, input, map, bias, residual, out),
+        Variant::F4 => conv3x3_as::<F4>(weight, grid, input, map, bias, residual, out),
     }
 }
 
@@ -135,6 +139,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
     weight: &PackedMatrix,
     grid: Grid,
     input: &[f32],
+    map: &InputMap,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     out: &mut [f32],
@@ -148,7 +153,10 @@ fn conv3x3_as<W: Minimal + Transforms>(
     } = grid;
     assert_eq!(weight.lines(), cout, "winograd: weight rows");
     assert_eq!(weight.depth(), cin * 9, "winograd: weight depth");
-    assert_eq!(input.len(), batch * cin * h * w, "winograd: input length");
+    let (hs, ws) = map
+        .source_size(h, w)
+        .expect("winograd: upsampled size is even");
+    assert_eq!(input.len(), batch * cin * hs * ws, "winograd: input length");
     assert_eq!(out.len(), batch * cout * h * w, "winograd: output length");
     if let Some(b) = bias {
         assert_eq!(b.len(), batch * cout, "winograd: bias length");
@@ -174,7 +182,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
         let m = &mut m[..positions * cout * tiles];
         v.par_chunks_mut(positions * tiles)
             .enumerate()
-            .for_each(|(ci, dst)| W::input_tiles(input, &grid, ci, (r0, r1), dst));
+            .for_each(|(ci, dst)| W::input_tiles(input, map, &grid, ci, (r0, r1), dst));
         m.par_chunks_mut(cout * tiles)
             .enumerate()
             .for_each(|(e, m_e)| {
@@ -265,7 +273,14 @@ pub(crate) struct Tail<'a> {
 trait Transforms {
     /// V for input channel `ci` over tile rows `rows.0..rows.1` (row r = image r / th, tile
     /// row r % th): `dst[e * tiles + t]`, t counted from the chunk's first tile.
-    fn input_tiles(input: &[f32], grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]);
+    fn input_tiles(
+        input: &[f32],
+        map: &InputMap,
+        grid: &Grid,
+        ci: usize,
+        rows: (usize, usize),
+        dst: &mut [f32],
+    );
 
     /// Writes the rows of output plane (image, `co`) that tile rows `own.0..own.1` cover,
     /// from M of the chunk `chunk.0..chunk.1` (`m[(e * cout + co) * tiles + t]`).
@@ -285,8 +300,8 @@ trait Transforms {
 macro_rules! transforms_for {
     ($variant:ty, $input:ident, $output:ident) => {
         crate::simd::multiversion! {
-            fn $input(input: &[f32], grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]) {
-                input_tiles::<$variant>(input, grid, ci, rows, dst)
+            fn $input(input: &[f32], map: &InputMap, grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]) {
+                input_tiles::<$variant>(input, map, grid, ci, rows, dst)
             }
         }
         crate::simd::multiversion! {
@@ -303,8 +318,15 @@ macro_rules! transforms_for {
             }
         }
         impl Transforms for $variant {
-            fn input_tiles(input: &[f32], grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]) {
-                $input(input, grid, ci, rows, dst)
+            fn input_tiles(
+                input: &[f32],
+                map: &InputMap,
+                grid: &Grid,
+                ci: usize,
+                rows: (usize, usize),
+                dst: &mut [f32],
+            ) {
+                $input(input, map, grid, ci, rows, dst)
             }
 
             fn output_tiles(
@@ -331,6 +353,7 @@ transforms_for!(F4, input_tiles_f4, output_tiles_f4);
 #[inline(always)]
 fn input_tiles<W: Minimal>(
     input: &[f32],
+    map: &InputMap,
     grid: &Grid,
     ci: usize,
     rows: (usize, usize),
@@ -339,13 +362,24 @@ fn input_tiles<W: Minimal>(
     let (t, m) = (W::T, W::M);
     let (th, tw) = grid.tiles(m);
     let (h, w) = (grid.h, grid.w);
+    let (hs, ws) = map.source_size(h, w).expect("checked by conv3x3");
     let tiles = (rows.1 - rows.0) * tw;
     let mut phase = vec![0f32; t * tw];
+    // Mapped input rows (normalised, activated, upsampled) unless the map is the identity: T
+    // slots, row iy in slot iy % T, so the T - m rows consecutive tile rows share are mapped
+    // once (the map's SiLU costs more than the transform itself).
+    let mut mapped = vec![0f32; if map.is_identity() { 0 } else { t * w }];
+    let mut mapped_row = [usize::MAX; T_MAX];
     // d B for each of the T input rows: `rows_b[(i * t + j) * tw + tx]`.
     let mut rows_b = vec![0f32; t * t * tw];
     for r in rows.0..rows.1 {
         let (img, ty) = (r / th, r % th);
-        let plane = &input[(img * grid.cin + ci) * h * w..][..h * w];
+        let plane = &input[(img * grid.cin + ci) * hs * ws..][..hs * ws];
+        let plane_map = map.plane(img, ci, grid.cin);
+        if ty == 0 {
+            // A new image: no row of the last one is valid.
+            mapped_row = [usize::MAX; T_MAX];
+        }
         for i in 0..t {
             let out = &mut rows_b[i * t * tw..(i + 1) * t * tw];
             let iy = (m * ty + i).wrapping_sub(1);
@@ -353,7 +387,18 @@ fn input_tiles<W: Minimal>(
                 out.fill(0.0);
                 continue;
             }
-            let src = &plane[iy * w..][..w];
+            let src: &[f32] = if mapped.is_empty() {
+                &plane[iy * w..][..w]
+            } else {
+                let slot = iy % t;
+                let row = &mut mapped[slot * w..(slot + 1) * w];
+                if mapped_row[slot] != iy {
+                    let sy = if map.upsample { iy / 2 } else { iy };
+                    plane_map.row(&plane[sy * ws..][..ws], 0, row);
+                    mapped_row[slot] = iy;
+                }
+                row
+            };
             for (k, line) in phase.chunks_exact_mut(tw).enumerate() {
                 for (tx, p) in line.iter_mut().enumerate() {
                     let x = (m * tx + k).wrapping_sub(1);
@@ -548,7 +593,16 @@ mod tests {
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bs = bias.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let rs = res.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        conv3x3(variant, &packed, grid, &xs, Some(&bs), Some(&rs), &mut out);
+        conv3x3(
+            variant,
+            &packed,
+            grid,
+            &xs,
+            &InputMap::identity(),
+            Some(&bs),
+            Some(&rs),
+            &mut out,
+        );
         let got = Tensor::from_vec(out, (b, cout, h, w), &Device::Cpu).unwrap();
         let bound = match (precision, variant) {
             (Precision::F32, Variant::F2) => 1e-6,
@@ -589,5 +643,44 @@ mod tests {
         run(Variant::F2, 2, 512, 16, 66, 66, Precision::F32, 7);
         // F(4x4, 3x3): 17 tile rows per image, 16 * 36 * 512 * 17 values per tile row.
         run(Variant::F4, 2, 512, 16, 66, 66, Precision::F32, 7);
+    }
+
+    #[test]
+    fn mapped_rows_are_reused_only_within_an_image_and_chunk() {
+        // The same geometry through a GroupNorm + SiLU + upsampling map (source 33 x 33):
+        // equal to the convolution of the mapped image.
+        let (b, cin, cout, hs, ws) = (2, 512, 16, 33, 33);
+        let x = rand(&[b, cin, hs, ws], 17);
+        let map = InputMap {
+            affine: Some(crate::ChannelAffine {
+                scale: (0..b * cin).map(|i| 0.5 + 0.01 * (i % 50) as f32).collect(),
+                shift: (0..b * cin).map(|i| 0.02 * (i % 9) as f32 - 0.1).collect(),
+            }),
+            silu: true,
+            upsample: true,
+        };
+        let mapped = map.apply(&x).unwrap();
+        let wt = rand(&[cout, cin, 3, 3], 18);
+        for variant in [Variant::F2, Variant::F4] {
+            let packed = with_f32("test", &wt, |d| {
+                PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, Precision::F32)
+            })
+            .unwrap();
+            let grid = Grid {
+                batch: b,
+                cin,
+                cout,
+                h: 2 * hs,
+                w: 2 * ws,
+            };
+            let identity = InputMap::identity();
+            let conv = |input: &Tensor, map: &InputMap| {
+                let mut out = vec![0f32; b * cout * 4 * hs * ws];
+                let xs = input.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                conv3x3(variant, &packed, grid, &xs, map, None, None, &mut out);
+                out
+            };
+            assert_eq!(conv(&x, &map), conv(&mapped, &identity), "{variant:?}");
+        }
     }
 }
