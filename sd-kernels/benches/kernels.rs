@@ -10,6 +10,10 @@ use sd_kernels::{
     PackedMatrix, Precision, Side, Strided,
 };
 
+// As in the `sd` binary: large blocks on huge pages, freed ones kept for reuse.
+#[global_allocator]
+static ALLOC: sd_kernels::alloc::CachingAllocator = sd_kernels::alloc::CachingAllocator;
+
 fn randn(dims: &[usize]) -> Tensor {
     Tensor::randn(0f32, 1.0, dims, &Device::Cpu).expect("randn")
 }
@@ -40,6 +44,25 @@ fn gemm(c: &mut Criterion) {
     g.bench_function("candle F32", |bch| {
         bch.iter(|| ta.matmul(&tb).expect("matmul"))
     });
+    g.finish();
+}
+
+/// Packing weights at load: a 1280x1280 linear (right operand) and a 1280-channel 3x3 conv
+/// (left operand, depth 11520), read from row-major memory as safetensors stores them.
+fn pack(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pack_weights");
+    g.sample_size(10);
+    for (name, lines, depth, side) in [
+        ("linear 1280x1280", 1280, 1280, Side::Right),
+        ("conv 1280x11520", 1280, 11520, Side::Left),
+    ] {
+        let w: Vec<f32> = randn(&[lines * depth]).to_vec1().expect("vec");
+        for precision in [Precision::F32, Precision::Bf16] {
+            g.bench_function(format!("{name} {precision:?}"), |bch| {
+                bch.iter(|| PackedMatrix::pack(Strided::rows(&w, lines, depth), side, precision))
+            });
+        }
+    }
     g.finish();
 }
 
@@ -194,5 +217,5 @@ fn norms(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, conv, linear, attention_bench, norms);
+criterion_group!(benches, gemm, pack, conv, linear, attention_bench, norms);
 criterion_main!(benches);

@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::gemm::{self, DepthRows, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
 use crate::input_map::InputMap;
-use crate::tensor::{from_vec, output, with_f32, with_f32_opt};
+use crate::tensor::{from_vec, output, pack_weight, with_f32, with_f32_opt};
 use crate::winograd;
 
 /// Stride and zero padding of a convolution (the same on both axes, as in SD's networks).
@@ -67,13 +67,8 @@ impl Conv2d {
                 what: "stride 0".into(),
             });
         }
-        let w = weight
-            .to_device(&candle_core::Device::Cpu)?
-            .to_dtype(candle_core::DType::F32)?;
         let depth = cin * kh * kw;
-        let packed = with_f32("conv2d", &w, |data| {
-            PackedMatrix::pack(Strided::rows(data, cout, depth), Side::Left, precision)
-        })?;
+        let packed = pack_weight("conv2d", weight, (cout, depth), Side::Left, precision)?;
         let bias = match bias {
             Some(b) => {
                 if b.dims() != [cout] {

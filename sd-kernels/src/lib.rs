@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod alloc;
 pub mod attention;
+pub mod cast;
 pub mod conv;
 pub mod cpu;
 mod error;

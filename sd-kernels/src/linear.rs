@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
-use crate::tensor::{from_vec, output, with_f32, with_f32_opt};
+use crate::tensor::{from_vec, output, pack_weight, with_f32, with_f32_opt};
 
 /// A linear layer with packed weights `[out, in]` and optional bias `[out]`.
 #[derive(Debug)]
@@ -20,10 +20,7 @@ impl Linear {
     /// Packs `weight` `[out, in]` (any float dtype or device; read once) and `bias`.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, precision: Precision) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
-        let w = weight.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        let packed = with_f32("linear", &w, |d| {
-            PackedMatrix::pack(Strided::rows(d, out_dim, in_dim), Side::Right, precision)
-        })?;
+        let packed = pack_weight("linear", weight, (out_dim, in_dim), Side::Right, precision)?;
         let bias = match bias {
             Some(b) if b.dims() != [out_dim] => {
                 return Err(Error::Shape {

@@ -4,6 +4,7 @@
 use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
 
 use crate::error::{Error, Result};
+use crate::gemm::{PackedMatrix, Precision, Side, Strided};
 
 /// Whether the fast CPU path can take `t` (f32, on the CPU).
 pub fn is_cpu_f32(t: &Tensor) -> bool {
@@ -26,6 +27,35 @@ pub fn with_f32<R>(op: &'static str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) ->
     };
     let start = layout.start_offset();
     Ok(f(&data[start..start + layout.shape().elem_count()]))
+}
+
+/// Packs the weight `t`, read as a row-major `[lines, depth]` matrix (any float dtype, any
+/// device), to be the `side` operand of products in `precision`. bf16 weights are packed
+/// from their own values (no f32 copy).
+pub(crate) fn pack_weight(
+    op: &'static str,
+    t: &Tensor,
+    (lines, depth): (usize, usize),
+    side: Side,
+    precision: Precision,
+) -> Result<PackedMatrix> {
+    let t = t.to_device(&Device::Cpu)?;
+    if t.dtype() == DType::BF16 {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(CpuStorage::BF16(data)) = &*storage else {
+            unreachable!("checked: bf16 on the CPU");
+        };
+        let start = layout.start_offset();
+        let data = &data[start..start + layout.shape().elem_count()];
+        return Ok(PackedMatrix::pack_bf16_rows(
+            data, lines, depth, side, precision,
+        ));
+    }
+    let t = t.to_dtype(DType::F32)?;
+    with_f32(op, &t, |d| {
+        PackedMatrix::pack(Strided::rows(d, lines, depth), side, precision)
+    })
 }
 
 /// [`with_f32`] for an optional tensor: `f(None)` when there is none.

@@ -206,14 +206,15 @@ impl candle_nn::var_builder::SimpleBackend for TensorSource {
         dev: &Device,
     ) -> candle_core::Result<candle_core::Tensor> {
         let found = match &self.store {
-            TensorStore::Read(tensors) => tensors
+            TensorStore::Read(tensors) => Ok(tensors
                 .lock()
                 .map_err(|_| candle_core::Error::Msg("weights lock poisoned".into()))?
-                .remove(name),
-            TensorStore::Mapped(file) => file
-                .load(name)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-        };
+                .remove(name)),
+            // Without a LoRA to merge first, read straight into the dtype asked for.
+            TensorStore::Mapped(file) if self.lora.is_none() => file.load_as(name, dtype),
+            TensorStore::Mapped(file) => file.load(name),
+        }
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut t = found.ok_or_else(|| candle_core::Error::CannotFindTensor {
             path: name.to_string(),
         })?;

@@ -11,6 +11,23 @@ pub(crate) struct AlignedBuf {
     lines: Vec<Line>,
 }
 
+/// `n` zero lines, allocated zeroed.
+fn zeroed_lines(n: usize) -> Vec<Line> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let layout = std::alloc::Layout::array::<Line>(n).expect("scratch size overflows");
+    // SAFETY: the layout has a non-zero size; a null result is handled; zero bytes are a valid
+    // `Line`; the Vec takes the allocation with the same layout (capacity n, length n).
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<Line>();
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Vec::from_raw_parts(ptr, n, n)
+    }
+}
+
 impl AlignedBuf {
     pub(crate) const fn new() -> Self {
         Self { lines: Vec::new() }
@@ -28,7 +45,10 @@ impl AlignedBuf {
         let bytes = len * std::mem::size_of::<T>();
         let needed = bytes.div_ceil(64);
         if self.lines.len() < needed {
-            self.lines.resize(needed, Line([0; 64]));
+            // The old contents need not survive: a fresh zeroed allocation, which for large
+            // sizes is fresh pages from the system (no memset here; each page is faulted in
+            // by whichever thread first writes it), replaces the buffer.
+            self.lines = zeroed_lines(needed);
         }
         // SAFETY: the lines are plain bytes, 64-byte aligned (stronger than T's alignment), at
         // least `bytes` long; T is a plain number type (f32 / u16) valid for any bit pattern.

@@ -109,6 +109,12 @@ pub(crate) trait Kernel: Sync {
 pub(crate) trait PackElem: Copy + Default + Send + Sync + 'static {
     /// The packed value of `x`.
     fn from_f32(x: f32) -> Self;
+
+    /// `dst[i] = from_f32(src[i])` over two slices of one length.
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]);
+
+    /// The packed values of bf16 numbers (exact: bf16 widens to f32 without rounding).
+    fn from_bf16_slice(src: &[half::bf16], dst: &mut [Self]);
 }
 
 impl PackElem for f32 {
@@ -116,12 +122,30 @@ impl PackElem for f32 {
     fn from_f32(x: f32) -> Self {
         x
     }
+
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
+
+    fn from_bf16_slice(src: &[half::bf16], dst: &mut [Self]) {
+        super::widen_bf16_slice(src, dst);
+    }
 }
 
 impl PackElem for u16 {
     #[inline(always)]
     fn from_f32(x: f32) -> Self {
         bf16_bits(x)
+    }
+
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
+        super::to_bf16_slice(src, dst);
+    }
+
+    fn from_bf16_slice(src: &[half::bf16], dst: &mut [Self]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_bits();
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) use operand::{ByRows, DepthRows};
 use crate::cpu::Isa;
 use kernel::{Kernel, PackElem};
 use operand::{Operand, Prepacked};
+use rayon::prelude::*;
 
 /// The arithmetic of a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -176,56 +177,117 @@ impl PackedMatrix {
     /// Packs `src` (lines x depth) to be the `side` operand of products in `precision`.
     pub fn pack(src: Strided, side: Side, precision: Precision) -> Self {
         assert!(src.in_bounds(), "PackedMatrix::pack: view out of bounds");
-        let kernel = KernelId::select(precision, src.depth);
-        let (mr, nr, _) = kernel.shape();
-        let kp = kernel.group(side);
-        let w = if side == Side::Left { mr } else { nr };
-        let groups = src.depth.div_ceil(kp);
-        let panel = groups * w * kp;
-        let npanels = src.lines.div_ceil(w);
+        if src.depth_stride == 1 {
+            return Self::pack_rows(
+                src.data,
+                src.line_stride,
+                src.lines,
+                src.depth,
+                side,
+                precision,
+            );
+        }
+        let (kernel, w, kp, len) = Self::layout(precision, src.lines, src.depth, side);
         let mut buf = AlignedBuf::new();
-        let len = npanels * panel;
-        let data = if kernel.packs_bf16() {
-            // SAFETY: the whole view is in bounds (asserted above); panels are packed into
-            // `buf`, which the matrix keeps.
+        let bf16 = kernel.packs_bf16();
+        if bf16 {
+            // SAFETY: the view is in bounds (asserted); panels go into `buf`, which we keep.
             let _: operand::Panels<u16> =
                 unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut buf) };
-            PackedData {
-                buf,
-                len,
-                bf16: true,
-            }
         } else {
             let rounded;
             let src = if precision == Precision::Bf16 {
                 // Same numbers as the bf16 kernel: round to bf16, compute in f32.
                 rounded = src_to_bf16_values(&src);
-                Strided {
-                    data: &rounded,
-                    lines: src.lines,
-                    depth: src.depth,
-                    line_stride: src.depth,
-                    depth_stride: 1,
-                }
+                Strided::rows(&rounded, src.lines, src.depth)
             } else {
                 src
             };
             // SAFETY: as above.
             let _: operand::Panels<f32> =
                 unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut buf) };
-            PackedData {
-                buf,
-                len,
-                bf16: false,
+        }
+        Self::assemble(side, precision, kernel, src.lines, src.depth, buf, len)
+    }
+
+    /// Packs the row-major `[lines, depth]` bf16 matrix in `data` (rows `line_stride` apart),
+    /// as weights loaded in bf16 are: no detour through f32 copies. The products see the same
+    /// numbers as with [`pack`](Self::pack) on the widened values.
+    ///
+    /// # Panics
+    /// When `data` is too short.
+    pub fn pack_bf16_rows(
+        data: &[half::bf16],
+        lines: usize,
+        depth: usize,
+        side: Side,
+        precision: Precision,
+    ) -> Self {
+        Self::pack_rows(data, depth, lines, depth, side, precision)
+    }
+
+    /// Row-major sources, packed by both threads a few panels per task. f32 values meant for
+    /// bf16 products are rounded as they are converted.
+    fn pack_rows<S: operand::PackSource>(
+        data: &[S],
+        line_stride: usize,
+        lines: usize,
+        depth: usize,
+        side: Side,
+        precision: Precision,
+    ) -> Self {
+        assert!(
+            lines == 0 || depth == 0 || (lines - 1) * line_stride + depth <= data.len(),
+            "PackedMatrix::pack: rows out of bounds"
+        );
+        let (kernel, w, kp, len) = Self::layout(precision, lines, depth, side);
+        let mut buf = AlignedBuf::new();
+        let rows = (data, line_stride, lines, depth);
+        match (kernel.packs_bf16(), precision) {
+            (true, _) => pack_rows_parallel::<u16, S>(rows, w, kp, buf.get(len)),
+            (false, Precision::F32) => pack_rows_parallel::<f32, S>(rows, w, kp, buf.get(len)),
+            (false, Precision::Bf16) => {
+                pack_rows_parallel::<RoundedF32, S>(rows, w, kp, buf.get(len))
             }
-        };
+        }
+        Self::assemble(side, precision, kernel, lines, depth, buf, len)
+    }
+
+    /// The kernel, panel width, depth group and packed length for a matrix.
+    fn layout(
+        precision: Precision,
+        lines: usize,
+        depth: usize,
+        side: Side,
+    ) -> (KernelId, usize, usize, usize) {
+        let kernel = KernelId::select(precision, depth);
+        let (mr, nr, _) = kernel.shape();
+        let kp = kernel.group(side);
+        let w = if side == Side::Left { mr } else { nr };
+        let len = lines.div_ceil(w) * depth.div_ceil(kp) * w * kp;
+        (kernel, w, kp, len)
+    }
+
+    fn assemble(
+        side: Side,
+        precision: Precision,
+        kernel: KernelId,
+        lines: usize,
+        depth: usize,
+        buf: AlignedBuf,
+        len: usize,
+    ) -> Self {
         Self {
             side,
             precision,
             kernel,
-            lines: src.lines,
-            depth: src.depth,
-            data,
+            lines,
+            depth,
+            data: PackedData {
+                buf,
+                len,
+                bf16: kernel.packs_bf16(),
+            },
         }
     }
 
@@ -278,6 +340,64 @@ impl PackedMatrix {
             for (k, o) in out.iter_mut().enumerate() {
                 *o = data[at(k)];
             }
+        }
+    }
+}
+
+/// Packs a row-major matrix `(data, line_stride, lines, depth)` into `dst` (whole panels of
+/// `w` lines), about [`PACK_TASK_BYTES`] per rayon task.
+fn pack_rows_parallel<E: PackElem, S: operand::PackSource>(
+    (data, line_stride, lines, depth): (&[S], usize, usize, usize),
+    w: usize,
+    kp: usize,
+    dst: &mut [E],
+) {
+    let panel_stride = depth.div_ceil(kp) * w * kp;
+    if panel_stride == 0 {
+        return;
+    }
+    let per_task = (PACK_TASK_BYTES / (panel_stride * std::mem::size_of::<E>())).max(1);
+    dst.par_chunks_mut(per_task * panel_stride)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let l0 = t * per_task * w;
+            let nl = (per_task * w).min(lines - l0);
+            operand::pack_contiguous(data, line_stride, l0, nl, 0, depth, w, kp, chunk);
+        });
+}
+
+/// Bytes of packed weights one rayon task of [`pack_rows_parallel`] writes.
+const PACK_TASK_BYTES: usize = 1 << 20;
+
+/// An f32 packed element that holds its value rounded to bf16: the f32 kernels' operands for
+/// bf16 products on CPUs without bf16 instructions (same numbers as the bf16 kernels).
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct RoundedF32(f32);
+
+impl PackElem for RoundedF32 {
+    fn from_f32(x: f32) -> Self {
+        RoundedF32(round_bf16(x))
+    }
+
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(x);
+        }
+    }
+
+    fn from_bf16_slice(src: &[half::bf16], dst: &mut [Self]) {
+        for (d, x) in dst.iter_mut().zip(src) {
+            *d = RoundedF32(x.to_f32());
+        }
+    }
+}
+
+crate::simd::multiversion! {
+    /// dst[i] = src[i] widened to f32 (exact).
+    fn widen_bf16_slice(src: &[half::bf16], dst: &mut [f32]) {
+        for (d, x) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((x.to_bits() as u32) << 16);
         }
     }
 }

@@ -280,38 +280,109 @@ impl<E: PackElem> Operand<E> for Strided<'_> {
         if self.depth_stride != 1 {
             return pack_by_rows(self, l0, nl, k0, kc, w, kp, scratch);
         }
-        // Lines are contiguous along depth (a row-major left operand): copy line by line.
-        let groups = kc.div_ceil(kp);
-        let panel_stride = groups * w * kp;
-        let npanels = nl.div_ceil(w);
-        let dst = scratch.get::<E>(npanels * panel_stride);
-        for p in 0..npanels {
-            let panel = &mut dst[p * panel_stride..(p + 1) * panel_stride];
-            for l in 0..w {
-                let line = p * w + l;
-                if line >= nl {
-                    for g in 0..groups {
-                        for q in 0..kp {
-                            panel[(g * w + l) * kp + q] = E::default();
-                        }
-                    }
-                    continue;
-                }
-                let start = (l0 + line) * self.line_stride + k0;
-                let src = &self.data[start..start + kc];
-                for g in 0..groups {
-                    for q in 0..kp {
-                        let k = g * kp + q;
-                        let v = if k < kc { src[k] } else { 0.0 };
-                        panel[(g * w + l) * kp + q] = E::from_f32(v);
-                    }
-                }
-            }
-        }
+        let panel_stride = kc.div_ceil(kp) * w * kp;
+        let dst = scratch.get::<E>(nl.div_ceil(w) * panel_stride);
+        pack_contiguous(self.data, self.line_stride, l0, nl, k0, kc, w, kp, dst);
         Panels {
             ptr: dst.as_ptr(),
             panel_stride,
             row_stride: 0,
+        }
+    }
+}
+
+/// Depth values converted per line and step of a block in [`pack_contiguous`] (16 KiB of f32).
+const BLOCK_VALUES: usize = 4096;
+
+/// A number type matrices are packed from: f32, or bf16 (weights loaded in bf16).
+pub(crate) trait PackSource: Copy + Sync {
+    /// `dst[i]` = the packed value of `src[i]`.
+    fn convert<E: PackElem>(src: &[Self], dst: &mut [E]);
+}
+
+impl PackSource for f32 {
+    fn convert<E: PackElem>(src: &[Self], dst: &mut [E]) {
+        E::from_f32_slice(src, dst)
+    }
+}
+
+impl PackSource for half::bf16 {
+    fn convert<E: PackElem>(src: &[Self], dst: &mut [E]) {
+        E::from_bf16_slice(src, dst)
+    }
+}
+
+/// Packs lines `[l0, l0 + nl)` and depth `[k0, k0 + kc)` of a matrix whose lines lie
+/// contiguously along depth, `line_stride` apart in `data` (weights as safetensors stores
+/// them, row-major activations), into `dst`, whole panels of `w` lines:
+/// `dst[p][(g * w + l) * kp + q]` = value (line `l0 + p * w + l`, depth `k0 + g * kp + q`),
+/// zero past `nl` lines or `kc` values.
+///
+/// Each line's block of depth is first converted into a small line-major buffer (contiguous,
+/// vectorised), then written out one group of all `w` lines after another, so the panel is
+/// written in order (the value-by-value loop it replaces wrote `w * kp` values apart and
+/// packed weights at about 1 GB/s).
+///
+/// # Panics
+/// When `dst` is not whole panels or the view lacks the lines or depth.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_contiguous<E: PackElem, S: PackSource>(
+    data: &[S],
+    line_stride: usize,
+    l0: usize,
+    nl: usize,
+    k0: usize,
+    kc: usize,
+    w: usize,
+    kp: usize,
+    dst: &mut [E],
+) {
+    let rows = (data, line_stride);
+    match kp {
+        1 => pack_contiguous_as::<E, S, 1>(rows, l0, nl, k0, kc, w, dst),
+        2 => pack_contiguous_as::<E, S, 2>(rows, l0, nl, k0, kc, w, dst),
+        32 => pack_contiguous_as::<E, S, 32>(rows, l0, nl, k0, kc, w, dst),
+        _ => unreachable!("pack_contiguous: no kernel groups depth by {kp}"),
+    }
+}
+
+fn pack_contiguous_as<E: PackElem, S: PackSource, const KP: usize>(
+    (data, line_stride): (&[S], usize),
+    l0: usize,
+    nl: usize,
+    k0: usize,
+    kc: usize,
+    w: usize,
+    dst: &mut [E],
+) {
+    let groups = kc.div_ceil(KP);
+    let panel_stride = groups * w * KP;
+    assert!(dst.len().is_multiple_of(panel_stride) && dst.len() / panel_stride == nl.div_ceil(w));
+    // Groups per block, and the block: line l's groups at [l * block_groups, ...).
+    let block_groups = (BLOCK_VALUES / (w * KP)).max(1);
+    let mut block = vec![[E::default(); KP]; w * block_groups];
+    for (p, panel) in dst.chunks_exact_mut(panel_stride).enumerate() {
+        let lines = w.min(nl - p * w);
+        for g0 in (0..groups).step_by(block_groups) {
+            let ng = block_groups.min(groups - g0);
+            let values = (kc - g0 * KP).min(ng * KP);
+            for (l, line) in block.chunks_exact_mut(block_groups).enumerate() {
+                let line = &mut line.as_flattened_mut()[..ng * KP];
+                if l < lines {
+                    let start = (l0 + p * w + l) * line_stride + k0 + g0 * KP;
+                    S::convert(&data[start..start + values], &mut line[..values]);
+                    line[values..].fill(E::default());
+                } else {
+                    line.fill(E::default());
+                }
+            }
+            let out = &mut panel[g0 * w * KP..(g0 + ng) * w * KP];
+            let (out, _) = out.as_chunks_mut::<KP>();
+            for (g, group) in out.chunks_exact_mut(w).enumerate() {
+                for (l, unit) in group.iter_mut().enumerate() {
+                    *unit = block[l * block_groups + g];
+                }
+            }
         }
     }
 }

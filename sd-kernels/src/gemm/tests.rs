@@ -194,3 +194,65 @@ fn amx_takes_the_depths_its_tiles_fit() {
         assert_eq!(KernelId::select(Precision::F32, 64), KernelId::Avx512);
     });
 }
+
+/// The packed values' bits, padding included.
+fn packed_bits(p: &PackedMatrix) -> Vec<u32> {
+    if p.data.bf16 {
+        let d: &[u16] = p.data.buf.slice(p.data.len);
+        d.iter().map(|&x| x as u32).collect()
+    } else {
+        let d: &[f32] = p.data.buf.slice(p.data.len);
+        d.iter().map(|x| x.to_bits()).collect()
+    }
+}
+
+#[test]
+fn row_major_weights_pack_as_any_view_does() {
+    // Lines that are not whole panels, depths that are not whole groups or conversion blocks,
+    // matrices split over several packing tasks.
+    for &(lines, depth) in &[
+        (1, 1),
+        (15, 33),
+        (33, 300),
+        (100, 1030),
+        (70, 4099),
+        (1100, 300),
+    ] {
+        let a = values(lines * depth, 7 + lines as u64);
+        // The same matrix stored depth-major: packed through the generic row-by-row path.
+        let mut t = vec![0f32; lines * depth];
+        for l in 0..lines {
+            for k in 0..depth {
+                t[k * lines + l] = a[l * depth + k];
+            }
+        }
+        let bf16: Vec<half::bf16> = a.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        let widened: Vec<f32> = bf16.iter().map(|x| x.to_f32()).collect();
+        for isa in tiers() {
+            with_isa(isa, || {
+                for side in [Side::Left, Side::Right] {
+                    for precision in [Precision::F32, Precision::Bf16] {
+                        let what = format!("{isa:?} {side:?} {precision:?} {lines}x{depth}");
+                        let rows =
+                            PackedMatrix::pack(Strided::rows(&a, lines, depth), side, precision);
+                        let any =
+                            PackedMatrix::pack(Strided::cols(&t, depth, lines), side, precision);
+                        assert!(packed_bits(&rows) == packed_bits(&any), "{what}: rows");
+                        // bf16 weights pack to what their widened values pack to.
+                        let from_bf16 =
+                            PackedMatrix::pack_bf16_rows(&bf16, lines, depth, side, precision);
+                        let from_widened = PackedMatrix::pack(
+                            Strided::rows(&widened, lines, depth),
+                            side,
+                            precision,
+                        );
+                        assert!(
+                            packed_bits(&from_bf16) == packed_bits(&from_widened),
+                            "{what}: bf16 source"
+                        );
+                    }
+                }
+            });
+        }
+    }
+}
