@@ -129,7 +129,7 @@ fn f32_shapes_and_operand_kinds() {
 #[test]
 fn bf16_shapes_and_operand_kinds() {
     // Depths that are multiples of 32 reach the AMX tiles where there are some: whole and
-    // partial 32 x 32 blocks, several k blocks (KC 512), fewer rows than a panel.
+    // partial 32 x 32 blocks, several k blocks (KC 1024), fewer rows than a panel.
     for &(m, n, k) in &[
         (1, 1, 1),
         (15, 33, 301),
