@@ -96,24 +96,18 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
     let plain_first =
         tile.first && tile.bias_row.is_null() && tile.bias_col.is_null() && tile.residual.is_null();
     let in_place = whole && (plain_first || !tile.first);
-    let c_row_bytes = 4 * tile.ldc;
-    let (c0, c1, c2, c3) = (
-        tile.c,
-        tile.c.add(16),
-        tile.c.add(16 * tile.ldc),
-        tile.c.add(16 * tile.ldc + 16),
-    );
     if in_place && !tile.first {
+        let (c, ldc) = (tile.c, tile.ldc);
         asm!(
             "tileloadd tmm0, [{c0} + {s}*1]",
             "tileloadd tmm1, [{c1} + {s}*1]",
             "tileloadd tmm2, [{c2} + {s}*1]",
             "tileloadd tmm3, [{c3} + {s}*1]",
-            c0 = in(reg) c0,
-            c1 = in(reg) c1,
-            c2 = in(reg) c2,
-            c3 = in(reg) c3,
-            s = in(reg) c_row_bytes,
+            c0 = in(reg) c,
+            c1 = in(reg) c.add(16),
+            c2 = in(reg) c.add(16 * ldc),
+            c3 = in(reg) c.add(16 * ldc + 16),
+            s = in(reg) 4 * ldc,
             options(nostack, readonly)
         );
     } else {
@@ -146,33 +140,30 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
         );
     }
     if in_place {
-        asm!(
-            "tilestored [{c0} + {s}*1], tmm0",
-            "tilestored [{c1} + {s}*1], tmm1",
-            "tilestored [{c2} + {s}*1], tmm2",
-            "tilestored [{c3} + {s}*1], tmm3",
-            c0 = in(reg) c0,
-            c1 = in(reg) c1,
-            c2 = in(reg) c2,
-            c3 = in(reg) c3,
-            s = in(reg) c_row_bytes,
-            options(nostack)
-        );
+        store_accumulators(tile.c, tile.ldc);
         return;
     }
     let mut c = [[_mm512_setzero_ps(); 2]; MR];
-    let p = c.as_mut_ptr().cast::<f32>();
+    store_accumulators(c.as_mut_ptr().cast::<f32>(), NR);
+    store(&c, tile)
+}
+
+/// Writes the accumulator tiles tmm0-3 as the 32 x 32 block of f32 at `c` (row stride `ldc`).
+///
+/// # Safety
+/// `c` must be valid for 32 rows of 32 values `ldc` apart.
+#[inline(always)]
+unsafe fn store_accumulators(c: *mut f32, ldc: usize) {
     asm!(
         "tilestored [{c0} + {s}*1], tmm0",
         "tilestored [{c1} + {s}*1], tmm1",
         "tilestored [{c2} + {s}*1], tmm2",
         "tilestored [{c3} + {s}*1], tmm3",
-        c0 = in(reg) p,
-        c1 = in(reg) p.add(16),
-        c2 = in(reg) p.add(16 * NR),
-        c3 = in(reg) p.add(16 * NR + 16),
-        s = in(reg) 4 * NR,
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(16),
+        c2 = in(reg) c.add(16 * ldc),
+        c3 = in(reg) c.add(16 * ldc + 16),
+        s = in(reg) 4 * ldc,
         options(nostack)
     );
-    store(&c, tile)
 }
