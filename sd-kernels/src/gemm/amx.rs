@@ -69,7 +69,7 @@ thread_local! {
 
 /// # Safety
 /// The CPU has AMX and the process holds the tile permission (`Isa::Amx` was detected).
-unsafe fn configure_thread() {
+pub(crate) unsafe fn configure_thread() {
     if !CONFIGURED.get() {
         asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
         CONFIGURED.set(true);

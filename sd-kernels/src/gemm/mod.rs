@@ -10,12 +10,12 @@
 //! product runs in f32 on the values rounded to bf16, so results agree across CPUs.
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-mod buffer;
+pub(crate) mod buffer;
 mod driver;
 mod generic;
 mod kernel;
