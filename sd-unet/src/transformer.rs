@@ -42,12 +42,36 @@ impl FeedForward {
         })
     }
 
-    /// `out(geglu(proj(x))) + residual`.
+    /// `out(geglu(proj(x))) + residual`, [`FF_CHUNK_ROWS`] tokens at a time.
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let dim = x.dim(candle_core::D::Minus1)?;
+        let rows = x.elem_count() / dim.max(1);
+        if rows <= FF_CHUNK_ROWS {
+            return self.rows(x, residual);
+        }
+        let (x, residual) = (x.reshape((rows, dim))?, residual.reshape((rows, dim))?);
+        let chunks = (0..rows)
+            .step_by(FF_CHUNK_ROWS)
+            .map(|r0| {
+                let n = FF_CHUNK_ROWS.min(rows - r0);
+                self.rows(&x.narrow(0, r0, n)?, &residual.narrow(0, r0, n)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&chunks, 0)?.reshape(dims)
+    }
+
+    /// The feed-forward of some tokens, all at once.
+    fn rows(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let gated = sd_kernels::nn::geglu(&self.proj.forward(x)?)?;
         self.out.forward_residual(&gated, residual)
     }
 }
+
+/// Tokens per pass of the feed-forward (as diffusers' `enable_forward_chunking`): each token's
+/// output depends on that token alone, and at 512² the whole projection would be a
+/// [2, 4096, 2560] f32 tensor (84 MB, plus 42 MB gated) at the moment of peak memory.
+const FF_CHUNK_ROWS: usize = 1024;
 
 /// diffusers' `BasicTransformerBlock` as SD uses it (layer norms with eps 1e-5).
 #[derive(Debug, Clone)]
@@ -171,5 +195,49 @@ impl Transformer2DModel {
             Projection::Conv(conv) => conv.forward_with(&to_map(tokens)?, None, Some(x)),
             Projection::Linear(lin) => to_map(lin.forward(&tokens)?)? + x,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, D};
+    use std::collections::HashMap;
+
+    /// More tokens than one pass takes (and a last pass of fewer): the chunked feed-forward
+    /// equals the plain composition `W2 (h * gelu(g)) + b2 + residual` over all tokens at once.
+    #[test]
+    fn feed_forward_in_chunks_equals_all_tokens_at_once() -> Result<()> {
+        let dev = Device::Cpu;
+        let (dim, tokens) = (8, FF_CHUNK_ROWS + 300);
+        let inner = 4 * dim;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev);
+        let (w1, b1, w2, b2) = (
+            r(&[2 * inner, dim])?,
+            r(&[2 * inner])?,
+            r(&[dim, inner])?,
+            r(&[dim])?,
+        );
+        let tensors = HashMap::from([
+            ("net.0.proj.weight".to_string(), w1.clone()),
+            ("net.0.proj.bias".to_string(), b1.clone()),
+            ("net.2.weight".to_string(), w2.clone()),
+            ("net.2.bias".to_string(), b2.clone()),
+        ]);
+        let ff = FeedForward::new(dim, VarBuilder::from_tensors(tensors, DType::F32, &dev))?;
+        let (x, residual) = (r(&[2, tokens, dim])?, r(&[2, tokens, dim])?);
+        let got = ff.forward(&x, &residual)?;
+        let proj = x.broadcast_matmul(&w1.t()?)?.broadcast_add(&b1)?;
+        let gated = (proj.narrow(D::Minus1, 0, inner)?
+            * proj.narrow(D::Minus1, inner, inner)?.gelu_erf()?)?;
+        let want = ((gated.broadcast_matmul(&w2.t()?)?.broadcast_add(&b2))? + &residual)?;
+        assert_eq!(got.dims(), want.dims());
+        let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(
+            err <= 1e-5 * scale,
+            "max error {err} (outputs up to {scale})"
+        );
+        Ok(())
     }
 }
