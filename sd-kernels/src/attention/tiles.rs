@@ -23,7 +23,9 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use crate::cpu::{Isa, TierGuard};
-use crate::gemm::amx::configure_thread;
+use crate::gemm::amx::{
+    configure_thread, store_accumulators, tile_step, tile_step_half, zero_accumulators,
+};
 use crate::gemm::buffer::AlignedBuf;
 use crate::gemm::to_bf16_slice;
 
@@ -332,36 +334,15 @@ unsafe fn scores(
 ) {
     let dp = dims.dp;
     for jc in (0..width).step_by(32) {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_accumulators();
         let key_block = (j0 + jc) / 16;
         for step in 0..dp / 32 {
             let b0 = keys.add((key_block * (dp / 2) + step * 16) * 32);
             let b1 = keys.add(((key_block + 1) * (dp / 2) + step * 16) * 32);
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) q.add(step * 32),
-                a1 = in(reg) q.add(16 * dp + step * 32),
-                b0 = in(reg) b0,
-                b1 = in(reg) b1,
-                sa = in(reg) 2 * dp,
-                sb = in(reg) 64usize,
-                options(nostack, readonly)
-            );
+            let a = [q.add(step * 32), q.add(16 * dp + step * 32)];
+            tile_step(a, 2 * dp, [b0, b1], 64);
         }
-        store_quad(s.add(jc), S_LD, true);
+        store_accumulators(s.add(jc), S_LD);
     }
 }
 
@@ -384,65 +365,32 @@ unsafe fn weighted_values(
     let tiles = dv / 16;
     for cb in (0..tiles).step_by(2) {
         let pair = cb + 1 < tiles;
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_accumulators();
         for t in 0..width / 32 {
             let key_pairs = (j0 + 32 * t) / 2;
-            let a0 = p.add(32 * t);
-            let a1 = p.add(16 * P_LD + 32 * t);
+            let a = [p.add(32 * t), p.add(16 * P_LD + 32 * t)];
             let b0 = values.add((cb * (lkp / 2) + key_pairs) * 32);
             if pair {
                 let b1 = values.add(((cb + 1) * (lkp / 2) + key_pairs) * 32);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a1,
-                    b0 = in(reg) b0,
-                    b1 = in(reg) b1,
-                    sa = in(reg) 2 * P_LD,
-                    sb = in(reg) 64usize,
-                    options(nostack, readonly)
-                );
+                tile_step(a, 2 * P_LD, [b0, b1], 64);
             } else {
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a1,
-                    b0 = in(reg) b0,
-                    sa = in(reg) 2 * P_LD,
-                    sb = in(reg) 64usize,
-                    options(nostack, readonly)
-                );
+                tile_step_half(a, 2 * P_LD, b0, 64);
             }
         }
         store_quad(o_blk.add(16 * cb), dv, pair);
     }
 }
 
-/// Stores the accumulator tiles as a 32-row block of f32 at `c` (row stride `ld`): tmm0 and
-/// tmm2 as columns 0-15 of rows 0-15 and 16-31, and with `right`, tmm1 and tmm3 as columns
-/// 16-31.
+/// Stores the accumulator tiles as a 32-row block of f32 at `c` (row stride `ld`): all four
+/// with `right` (as [`store_accumulators`]), else tmm0 and tmm2 as columns 0-15.
 ///
 /// # Safety
 /// Tile configuration loaded; `c` covers 32 rows of `ld` and the columns stored.
 #[inline(always)]
 unsafe fn store_quad(c: *mut f32, ld: usize, right: bool) {
+    if right {
+        return store_accumulators(c, ld);
+    }
     asm!(
         "tilestored [{c0} + {s}*1], tmm0",
         "tilestored [{c2} + {s}*1], tmm2",
@@ -451,16 +399,6 @@ unsafe fn store_quad(c: *mut f32, ld: usize, right: bool) {
         s = in(reg) 4 * ld,
         options(nostack)
     );
-    if right {
-        asm!(
-            "tilestored [{c1} + {s}*1], tmm1",
-            "tilestored [{c3} + {s}*1], tmm3",
-            c1 = in(reg) c.add(16),
-            c3 = in(reg) c.add(16 * ld + 16),
-            s = in(reg) 4 * ld,
-            options(nostack)
-        );
-    }
 }
 
 /// The online softmax of one key block: for each of the 32 rows of scores `s` (`valid` keys

@@ -99,33 +99,12 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
     if in_place && !tile.first {
         load_accumulators(tile.c, tile.ldc);
     } else {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_accumulators();
     }
     for s in 0..groups / 16 {
         let b_lo = b.add(s * 16 * 2 * NR);
-        asm!(
-            "tileloadd tmm4, [{a0} + {sa}*1]",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            a0 = in(reg) a.add(s * a_step),
-            a1 = in(reg) a_hi.add(s * a_step),
-            b0 = in(reg) b_lo,
-            b1 = in(reg) b_lo.add(32),
-            sa = in(reg) a_row_bytes,
-            sb = in(reg) b_row_bytes,
-            options(nostack, readonly)
-        );
+        let a_tiles = [a.add(s * a_step), a_hi.add(s * a_step)];
+        tile_step(a_tiles, a_row_bytes, [b_lo, b_lo.add(32)], b_row_bytes);
     }
     if in_place {
         store_accumulators(tile.c, tile.ldc);
@@ -134,6 +113,79 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
     let mut c = [[_mm512_setzero_ps(); 2]; MR];
     store_accumulators(c.as_mut_ptr().cast::<f32>(), NR);
     store(&c, tile)
+}
+
+/// Zeroes the accumulator tiles tmm0-3.
+///
+/// # Safety
+/// The tile configuration is loaded.
+#[inline(always)]
+pub(crate) unsafe fn zero_accumulators() {
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+}
+
+/// One step of 32 k of a 32 x 32 block: loads the A tiles (rows 0-15 and 16-31, 32 bf16 a row,
+/// rows `a_stride` bytes apart) and the B tiles (columns 0-15 and 16-31: 16 rows of 16 bf16
+/// pairs, `b_stride` bytes apart) into tmm4-7 and adds their four products to tmm0-3.
+///
+/// # Safety
+/// The tile configuration is loaded; the pointers address 16 rows of 64 bytes each.
+#[inline(always)]
+pub(crate) unsafe fn tile_step(
+    a: [*const u16; 2],
+    a_stride: usize,
+    b: [*const u16; 2],
+    b_stride: usize,
+) {
+    asm!(
+        "tileloadd tmm4, [{a0} + {sa}*1]",
+        "tileloadd tmm5, [{a1} + {sa}*1]",
+        "tileloadd tmm6, [{b0} + {sb}*1]",
+        "tileloadd tmm7, [{b1} + {sb}*1]",
+        "tdpbf16ps tmm0, tmm4, tmm6",
+        "tdpbf16ps tmm1, tmm4, tmm7",
+        "tdpbf16ps tmm2, tmm5, tmm6",
+        "tdpbf16ps tmm3, tmm5, tmm7",
+        a0 = in(reg) a[0],
+        a1 = in(reg) a[1],
+        b0 = in(reg) b[0],
+        b1 = in(reg) b[1],
+        sa = in(reg) a_stride,
+        sb = in(reg) b_stride,
+        options(nostack, readonly)
+    );
+}
+
+/// [`tile_step`] for a 32 x 16 block: one B tile, products added to tmm0 and tmm2.
+///
+/// # Safety
+/// As [`tile_step`].
+#[inline(always)]
+pub(crate) unsafe fn tile_step_half(
+    a: [*const u16; 2],
+    a_stride: usize,
+    b: *const u16,
+    b_stride: usize,
+) {
+    asm!(
+        "tileloadd tmm4, [{a0} + {sa}*1]",
+        "tileloadd tmm5, [{a1} + {sa}*1]",
+        "tileloadd tmm6, [{b0} + {sb}*1]",
+        "tdpbf16ps tmm0, tmm4, tmm6",
+        "tdpbf16ps tmm2, tmm5, tmm6",
+        a0 = in(reg) a[0],
+        a1 = in(reg) a[1],
+        b0 = in(reg) b,
+        sa = in(reg) a_stride,
+        sb = in(reg) b_stride,
+        options(nostack, readonly)
+    );
 }
 
 /// The 16 x 16 quarters of the 32 x 32 f32 block at `c` (row stride `ldc`), in the order of
@@ -172,7 +224,7 @@ unsafe fn load_accumulators(c: *mut f32, ldc: usize) {
 /// # Safety
 /// As [`quarters`]; the tile configuration is loaded.
 #[inline(always)]
-unsafe fn store_accumulators(c: *mut f32, ldc: usize) {
+pub(crate) unsafe fn store_accumulators(c: *mut f32, ldc: usize) {
     let [c0, c1, c2, c3] = quarters(c, ldc);
     asm!(
         "tilestored [{c0} + {s}*1], tmm0",
