@@ -11,7 +11,7 @@
 //! Working on S^T makes every softmax pass a contiguous row sweep and both products use the
 //! wide dimension (keys, queries) as M and N, so a head width of 40 wastes no tile space.
 //!
-//! With bf16 products on AMX, [`tiles`] runs instead: flash attention whose scores never
+//! With bf16 products on AMX, `tiles` runs instead: flash attention whose scores never
 //! leave the L1 cache (the strip above went through L2: 1 MiB a head at 4096 keys).
 
 #[cfg(target_arch = "x86_64")]
