@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::cpu::{Isa, TierGuard};
 use crate::error::{Error, Result};
-use crate::gemm::{self, matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
 use crate::math;
 use crate::simd::multiversion;
 use crate::tensor::{from_vec, output, with_f32};
@@ -64,19 +64,6 @@ multiversion! {
     }
 }
 
-/// Rows of `heads` heads of `d` values, each head zero-padded to `dp` (borrowed when equal).
-fn pad_heads(x: &[f32], heads: usize, d: usize, dp: usize) -> std::borrow::Cow<'_, [f32]> {
-    if dp == d {
-        return std::borrow::Cow::Borrowed(x);
-    }
-    let rows = x.len() / (heads * d);
-    let mut padded = vec![0f32; rows * heads * dp];
-    for (src, dst) in x.chunks_exact(d).zip(padded.chunks_exact_mut(dp)) {
-        dst[..d].copy_from_slice(src);
-    }
-    std::borrow::Cow::Owned(padded)
-}
-
 /// softmax(Q K^T * scale) (w ⊙ V) per head for `q` `[B, Lq, heads*d]`, `k`, `v`
 /// `[B, Lk, heads*d]` (f32, CPU), optional `value_weights` `[B, Lk]`. Returns `[B, Lq, heads*d]`.
 pub fn attention(
@@ -114,12 +101,12 @@ pub fn attention(
         }
     }
     let d = hd / heads;
+    let weights = value_weights
+        .map(|w| with_f32("attention", w, |ws| ws.to_vec()))
+        .transpose()?;
+    let mut out = output(b * lq * hd);
     #[cfg(target_arch = "x86_64")]
     if precision == Precision::Bf16 && Isa::active() == Isa::Amx {
-        let mut out = output(b * lq * hd);
-        let weights = value_weights
-            .map(|w| with_f32("attention", w, |ws| ws.to_vec()))
-            .transpose()?;
         with_f32("attention", q, |qs| {
             with_f32("attention", k, |ks| {
                 with_f32("attention", v, |vs| {
@@ -138,19 +125,10 @@ pub fn attention(
         })???;
         return from_vec(out, (b, lq, hd));
     }
-    // AMX tiles take depths in multiples of 32: heads of 40 or 80 are zero-padded (adding
-    // nothing to the scores) so Q K^T runs on them too.
-    let dp = d.next_multiple_of(32);
-    let dp = if dp != d && gemm::runs_on_tiles(precision, dp) {
-        dp
-    } else {
-        d
-    };
-    let hdp = heads * dp;
-    let mut out = output(b * lq * hd);
+    // Here the products run on the vector kernels, which take any depth (the AMX tiles, which
+    // take depths in multiples of 32, serve bf16 above).
     let isa = Isa::active();
     with_f32("attention", k, |ks| {
-        let ks = pad_heads(ks, heads, d, dp);
         with_f32("attention", v, |vs| -> Result<()> {
             // K (keys x d) and V^T (d x keys) of every (sample, head), packed once.
             let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..b * heads)
@@ -161,10 +139,10 @@ pub fn attention(
                     let (bi, h) = (i / heads, i % heads);
                     let off = bi * lk * hd + h * d;
                     let kv = Strided {
-                        data: &ks[bi * lk * hdp + h * dp..],
+                        data: &ks[off..],
                         lines: lk,
-                        depth: dp,
-                        line_stride: hdp,
+                        depth: d,
+                        line_stride: hd,
                         depth_stride: 1,
                     };
                     let vt = Strided {
@@ -180,11 +158,7 @@ pub fn attention(
                     )
                 })
                 .collect();
-            let weights = value_weights
-                .map(|w| with_f32("attention", w, |ws| ws.to_vec()))
-                .transpose()?;
             with_f32("attention", q, |qs| {
-                let qs = pad_heads(qs, heads, d, dp);
                 let tiles: Vec<(usize, usize, &mut [f32])> = out
                     .chunks_mut(lq * hd)
                     .enumerate()
@@ -204,10 +178,10 @@ pub fn attention(
                     for h in 0..heads {
                         let (kp, vtp) = &packed[bi * heads + h];
                         let qt = Strided {
-                            data: &qs[(bi * lq + q0) * hdp + h * dp..],
+                            data: &qs[(bi * lq + q0) * hd + h * d..],
                             lines: rows,
-                            depth: dp,
-                            line_stride: hdp,
+                            depth: d,
+                            line_stride: hd,
                             depth_stride: 1,
                         };
                         matmul(
@@ -300,7 +274,7 @@ mod tests {
             for weights in [None, Some(&w)] {
                 let want = reference(&q, &k, &v, heads, weights);
                 // Every kernel tier this CPU has: panel widths 4 to 32, f32 panels, bf16
-                // pairs, bf16 emulated on f32 kernels, AMX's padded heads.
+                // pairs, bf16 emulated on f32 kernels, AMX tiles with padded heads.
                 for isa in tiers() {
                     with_isa(isa, || {
                         let got =

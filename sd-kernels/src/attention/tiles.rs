@@ -26,6 +26,7 @@ use crate::cpu::{Isa, TierGuard};
 use crate::gemm::amx::{
     configure_thread, store_accumulators, tile_step, tile_step_half, zero_accumulators,
 };
+use crate::gemm::avx512::{interleave16, pair_index};
 use crate::gemm::buffer::AlignedBuf;
 use crate::gemm::to_bf16_slice;
 
@@ -167,13 +168,7 @@ unsafe fn pack_values(v: &[f32], stride: usize, dims: Dims, weights: Option<&[f3
     let Dims { lk, lkp, d, dv, .. } = dims;
     let mut buf = AlignedBuf::new();
     let out = buf.get::<u16>(dv * lkp);
-    // Lanes 2i and 2i + 1 of a pair row take value i of the first and of the second key.
-    let mut idx = [0i16; 32];
-    for i in 0..16 {
-        idx[2 * i] = i as i16;
-        idx[2 * i + 1] = 16 + i as i16;
-    }
-    let idx = _mm512_loadu_si512(idx.as_ptr().cast());
+    let idx = pair_index();
     let mut pair = [vec![0f32; dv], vec![0f32; dv]];
     for t in 0..lk.div_ceil(2) {
         for (r, row) in pair.iter_mut().enumerate() {
@@ -187,16 +182,15 @@ unsafe fn pack_values(v: &[f32], stride: usize, dims: Dims, weights: Option<&[f3
                 row.fill(0.0);
             }
         }
+        // Each 16 columns' pairs go to their own column tile.
         for cb in 0..dv / 16 {
-            let lo: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(
-                pair[0].as_ptr().add(16 * cb),
-            )));
-            let hi: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(
-                pair[1].as_ptr().add(16 * cb),
-            )));
-            let both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
             let dst = out.as_mut_ptr().add((cb * (lkp / 2) + t) * 32);
-            _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi16(idx, both));
+            interleave16(
+                idx,
+                pair[0].as_ptr().add(16 * cb),
+                pair[1].as_ptr().add(16 * cb),
+                dst,
+            );
         }
     }
     buf

@@ -156,20 +156,41 @@ pub(crate) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
 /// `dst[2l + 1] = bf16(r1[l])` for `l < w` (`w` a multiple of 16), rounding to nearest even.
 ///
 /// # Safety
-/// The CPU must have AVX-512 BF16; `r0`, `r1` hold `w` values and `dst` `2 w`.
+/// The CPU has AVX-512 BF16; `r0`, `r1` hold `w` values and `dst` `2 w`.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vl")]
 pub(crate) unsafe fn interleave_bf16(r0: *const f32, r1: *const f32, w: usize, dst: *mut u16) {
+    let idx = pair_index();
+    for c in (0..w).step_by(16) {
+        interleave16(idx, r0.add(c), r1.add(c), dst.add(2 * c));
+    }
+}
+
+/// The permutation [`interleave16`] applies: lanes 2i and 2i + 1 take value i of the first and
+/// of the second row.
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn pair_index() -> __m512i {
     let mut idx = [0i16; 32];
     for i in 0..16 {
         idx[2 * i] = i as i16;
         idx[2 * i + 1] = 16 + i as i16;
     }
-    let idx = _mm512_loadu_si512(idx.as_ptr().cast());
-    for c in (0..w).step_by(16) {
-        let a: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(r0.add(c))));
-        let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(r1.add(c))));
-        let both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-        let pairs = _mm512_permutexvar_epi16(idx, both);
-        _mm512_storeu_si512(dst.add(2 * c).cast(), pairs);
-    }
+    _mm512_loadu_si512(idx.as_ptr().cast())
+}
+
+/// [`interleave_bf16`] for 16 values of each row (64 bytes of pairs), `idx` from
+/// [`pair_index`].
+///
+/// # Safety
+/// As [`interleave_bf16`] with `w` = 16.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vl")]
+#[inline]
+pub(crate) unsafe fn interleave16(idx: __m512i, r0: *const f32, r1: *const f32, dst: *mut u16) {
+    let a: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
+    let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(r1)));
+    let both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+    _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi16(idx, both));
 }
