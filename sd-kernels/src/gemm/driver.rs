@@ -99,10 +99,13 @@ pub(crate) unsafe fn gemm<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
         return;
     }
     // Split the dimension whose operand is packed on the fly, so no panel is packed twice;
-    // with both (or neither) prepacked, split the longer one.
+    // with both (or neither) prepacked, split the longer one. A dimension too short to give
+    // every thread a tile (e.g. the 16 pixels of a 4x4 image) leaves threads idle: then split
+    // the other one, even if that packs some panels twice.
+    let (row_units, col_units) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
     let split_rows = match (a.is_prepacked(), b.is_prepacked()) {
-        (true, false) => false,
-        (false, true) => true,
+        (true, false) => col_units < threads && row_units > col_units,
+        (false, true) => !(row_units < threads && col_units > row_units),
         _ => m * K::NR > n * K::MR,
     };
     let (len, unit) = if split_rows { (m, K::MR) } else { (n, K::NR) };

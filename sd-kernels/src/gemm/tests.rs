@@ -152,6 +152,11 @@ fn large_enough_to_use_both_threads() {
     check(300, 1000, 64, Precision::F32, false, true);
     check(300, 1000, 64, Precision::F32, true, false);
     check(300, 1000, 64, Precision::Bf16, true, false);
+    // One tile of columns (a 4x4 image's pixels), rows prepacked: split across the rows.
+    check(700, 16, 200, Precision::F32, true, false);
+    check(700, 16, 200, Precision::Bf16, true, false);
+    // One tile of rows, columns prepacked: split across the columns.
+    check(10, 800, 200, Precision::F32, false, true);
 }
 
 #[test]
