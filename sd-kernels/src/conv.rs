@@ -232,6 +232,14 @@ impl Conv2d {
             return from_vec(out, out_shape);
         }
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
+            if b > 1 && ho * wo < ONE_PRODUCT_MAX_PIXELS {
+                let bias = |i: usize, co: usize| match &image_bias {
+                    Some(v) => v[i * self.cout + co],
+                    None => self.bias.as_ref().map_or(0.0, |v| v[co]),
+                };
+                self.images_at_once(xs, b, h, w, ho, wo, &bias, res, out);
+                return;
+            }
             for i in 0..b {
                 let input = &xs[i * plane_in..(i + 1) * plane_in];
                 let c = &mut out[i * plane_out..(i + 1) * plane_out];
@@ -303,6 +311,8 @@ impl Conv2d {
             h,
             w,
             wo,
+            pixels: ho * wo,
+            plane: input.len(),
             kh: self.kh,
             kw: self.kw,
             stride: g.stride,
@@ -323,22 +333,100 @@ impl Conv2d {
     }
 }
 
-/// The patch matrix of one image: depth row (ci, ky, kx), line p = (oy, ox) holds
-/// `x[ci, oy*s + ky - pad, ox*s + kx - pad]`, zero outside the image.
+impl Conv2d {
+    /// The direct product of all `b` images at once into a scratch `[Cout, b * pixels]`, then
+    /// written out as `[b, Cout, pixels]` with `bias(image, channel)` and the residual added.
+    #[allow(clippy::too_many_arguments)]
+    fn images_at_once(
+        &self,
+        xs: &[f32],
+        b: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        bias: &dyn Fn(usize, usize) -> f32,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let g = self.geometry;
+        let pixels = ho * wo;
+        let lines = b * pixels;
+        let patches = Patches {
+            input: xs,
+            h,
+            w,
+            wo,
+            pixels,
+            plane: self.cin * h * w,
+            kh: self.kh,
+            kw: self.kw,
+            stride: g.stride,
+            padding: g.padding,
+        };
+        let mut c = output(self.cout * lines);
+        gemm::matmul_with_source(
+            MatOperand::Packed(&self.weight),
+            gemm::RightOperand::Rows {
+                source: &patches,
+                lines,
+                depth: self.cin * self.kh * self.kw,
+            },
+            &mut c,
+            lines,
+            &Epilogue::NONE,
+            self.weight.precision(),
+        );
+        for (i, image) in out.chunks_exact_mut(self.cout * pixels).enumerate() {
+            for (co, dst) in image.chunks_exact_mut(pixels).enumerate() {
+                let src = &c[co * lines + i * pixels..][..pixels];
+                let add = bias(i, co);
+                let at = (i * self.cout + co) * pixels;
+                match residual {
+                    Some(r) => {
+                        let r = &r[at..at + pixels];
+                        for ((d, s), r) in dst.iter_mut().zip(src).zip(r) {
+                            *d = s + add + r;
+                        }
+                    }
+                    None => {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = s + add;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Batches of images smaller than this many output pixels each run as one product (lines =
+/// every image's pixels), so the weights stream through the cache once per call rather than
+/// once per image, and a 4x4 image's 16 pixels do not leave a thread without work.
+const ONE_PRODUCT_MAX_PIXELS: usize = 1024;
+
+/// The patch matrix of a batch of images: depth row (ci, ky, kx), line p = (i, oy, ox) holds
+/// `x[i, ci, oy*s + ky - pad, ox*s + kx - pad]`, zero outside the image.
 struct Patches<'a> {
     input: &'a [f32],
     h: usize,
     w: usize,
     wo: usize,
+    /// Output pixels per image (`ho * wo`): lines per image.
+    pixels: usize,
+    /// Input values per image (`cin * h * w`).
+    plane: usize,
     kh: usize,
     kw: usize,
     stride: usize,
     padding: usize,
 }
 
-/// A run of panel lines in one output row: output (oy, ox..ox + len) at panel offset `at`.
+/// A run of panel lines in one output row: output (image, oy, ox..ox + len) at panel offset
+/// `at`.
 #[derive(Clone, Copy)]
 struct Segment {
+    image: usize,
     oy: usize,
     ox: usize,
     len: usize,
@@ -351,9 +439,11 @@ impl Patches<'_> {
         let kx = k % self.kw;
         let ky = (k / self.kw) % self.kh;
         let ci = k / (self.kw * self.kh);
-        let plane = &self.input[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+        let area = self.h * self.w;
         let (s, pad) = (self.stride, self.padding as isize);
         for seg in segments {
+            let at = seg.image * self.plane + ci * area;
+            let plane = &self.input[at..at + area];
             let out = &mut out[seg.at..seg.at + seg.len];
             let iy = (seg.oy * s) as isize + ky as isize - pad;
             if iy < 0 || iy >= self.h as isize {
@@ -390,10 +480,11 @@ impl Patches<'_> {
         out.clear();
         let mut done = 0;
         while done < lines {
-            let p = l0 + done;
+            let (image, p) = ((l0 + done) / self.pixels, (l0 + done) % self.pixels);
             let (oy, ox) = (p / self.wo, p % self.wo);
             let len = (self.wo - ox).min(lines - done);
             out.push(Segment {
+                image,
                 oy,
                 ox,
                 len,
