@@ -101,9 +101,19 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
     } else {
         zero_accumulators();
     }
+    // A panel read for the first time may still be in memory (prepacked weights stream on
+    // their first pass): fetch the next step's 2 KiB while this one computes. An A read in
+    // place (activations) is in cache.
+    let (fresh_a, fresh_b) = (a_rs == 0 && tile.fresh_a, tile.fresh_b);
     for s in 0..groups / 16 {
         let b_lo = b.add(s * 16 * 2 * NR);
         let a_tiles = [a.add(s * a_step), a_hi.add(s * a_step)];
+        if fresh_b {
+            prefetch_next_step(b_lo);
+        }
+        if fresh_a {
+            prefetch_next_step(a_tiles[0]);
+        }
         tile_step(a_tiles, a_row_bytes, [b_lo, b_lo.add(32)], b_row_bytes);
     }
     if in_place {
@@ -113,6 +123,16 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
     let mut c = [[_mm512_setzero_ps(); 2]; MR];
     store_accumulators(c.as_mut_ptr().cast::<f32>(), NR);
     store(&c, tile)
+}
+
+/// Prefetches into L1 the 2 KiB after `step` (one 32-k step of a packed 32-line panel, two
+/// tiles of 16 rows x 64 bytes): the next step's operand.
+#[inline(always)]
+unsafe fn prefetch_next_step(step: *const u16) {
+    let next = step.cast::<i8>().add(2048);
+    for line in 0..32 {
+        _mm_prefetch::<_MM_HINT_T0>(next.add(line * 64));
+    }
 }
 
 /// Zeroes the accumulator tiles tmm0-3.

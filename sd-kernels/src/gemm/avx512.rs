@@ -13,6 +13,18 @@ use super::kernel::{store_scalar, Kernel, Tile};
 const MR: usize = 14;
 const NR: usize = 32;
 
+/// How far ahead (bytes) a kernel prefetches a panel it is the first to read. A prepacked
+/// operand (weights) streams from memory on that first pass, and the hardware prefetcher
+/// restarts at every panel and page. Paired runs, f32: a 256² UNet's 128-token linears and
+/// 8² / 4² convs 13-33% faster, 2048³ unchanged; 1, 2 and 4 KiB ahead alike, 512 B less.
+const PREFETCH_BYTES: usize = 2048;
+
+/// Prefetches the line `PREFETCH_BYTES` ahead of `p` into L1.
+#[inline(always)]
+unsafe fn prefetch_ahead<T>(p: *const T) {
+    _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().add(PREFETCH_BYTES));
+}
+
 /// f32 on AVX-512F.
 pub(crate) struct F32x14x32;
 
@@ -71,7 +83,18 @@ unsafe fn f32_kernel<const DIRECT: bool>(
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     let (row_step, group_step) = if DIRECT { (a_rs, 1) } else { (1, MR) };
+    // A read in place is activations (in cache); only a packed A panel streams.
+    let (fresh_a, fresh_b) = (!DIRECT && tile.fresh_a, tile.fresh_b);
     for _ in 0..groups {
+        if fresh_b {
+            // A k step reads 128 bytes of B: two lines.
+            prefetch_ahead(b);
+            prefetch_ahead(b.add(16));
+        }
+        if fresh_a {
+            // ... and 56 bytes of A: at most one new line.
+            prefetch_ahead(a);
+        }
         let b0 = _mm512_loadu_ps(b);
         let b1 = _mm512_loadu_ps(b.add(16));
         for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -97,7 +120,16 @@ unsafe fn bf16_kernel<const DIRECT: bool>(
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     let (row_step, group_step) = if DIRECT { (a_rs, 2) } else { (2, 2 * MR) };
+    let (fresh_a, fresh_b) = (!DIRECT && tile.fresh_a, tile.fresh_b);
     for _ in 0..groups {
+        // Per k-pair step, as in the f32 kernel: 128 bytes of B, 56 of A.
+        if fresh_b {
+            prefetch_ahead(b);
+            prefetch_ahead(b.add(32));
+        }
+        if fresh_a {
+            prefetch_ahead(a);
+        }
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.cast()));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32).cast()));
         for (r, acc_r) in acc.iter_mut().enumerate() {

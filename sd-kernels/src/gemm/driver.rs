@@ -184,6 +184,8 @@ unsafe fn serial<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
                                     r.as_ptr().add(row * epi.residual_ld + col)
                                 }),
                                 ld_residual: epi.residual_ld,
+                                fresh_a: jr == 0,
+                                fresh_b: ir == 0,
                             };
                             K::run(
                                 groups,

@@ -27,6 +27,11 @@ pub(crate) struct Tile {
     pub residual: *const f32,
     /// Distance between rows of the residual.
     pub ld_residual: usize,
+    /// This tile is the first of its block to read its A panel (which may still be in
+    /// memory, not cache): kernels prefetch ahead of it.
+    pub fresh_a: bool,
+    /// The same for the B panel.
+    pub fresh_b: bool,
 }
 
 /// The value the epilogue adds to accumulator `(r, j)` on the first pass.
