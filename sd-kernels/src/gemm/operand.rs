@@ -110,9 +110,27 @@ fn pack_by_rows<E: PackElem, S: DepthRows>(
     let fast_bf16 =
         kp == 2 && w.is_multiple_of(16) && crate::cpu::Isa::supported().has_bf16_instructions();
     let direct_f32 = kp == 1 && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>();
+    // A source whose values are computed (convolution patches) fills a whole f32 panel at once,
+    // locating each line once for all depths; pairs of its rows are then interleaved.
+    let mut computed = Vec::new();
     for p in 0..npanels {
         let lines = w.min(nl - p * w);
         let panel = &mut dst[p * panel_stride..(p + 1) * panel_stride];
+        if fast_bf16 && src.contiguous(k0, l0 + p * w, lines).is_none() {
+            computed.resize(groups * kp * w, 0f32);
+            src.panel(k0, l0 + p * w, lines, w, &mut computed[..kc * w]);
+            computed[kc * w..].fill(0.0);
+            for (g, group) in panel.chunks_exact_mut(kp * w).enumerate() {
+                let rows = computed[g * kp * w..].as_ptr();
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512 BF16 (checked); each group of `computed` holds
+                // two rows of w values, `group` 2 w; E is u16 whenever kp == 2.
+                unsafe {
+                    super::avx512::interleave_bf16(rows, rows.add(w), w, group.as_mut_ptr().cast())
+                };
+            }
+            continue;
+        }
         if direct_f32 {
             // SAFETY: E is f32 (checked by TypeId): rows are written straight into the panel.
             let panel: &mut [f32] =
