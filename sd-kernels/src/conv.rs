@@ -6,12 +6,14 @@
 //! large images run as Winograd F(4x4, 3x3) in f32 (4 times fewer multiplies) and F(2x2, 3x3)
 //! in bf16 (2.25 times fewer).
 
+use std::mem::MaybeUninit;
+
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::gemm::{self, DepthRows, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
 use crate::input_map::InputMap;
-use crate::tensor::{from_vec, output, pack_weight, with_f32, with_f32_opt};
+use crate::tensor::{from_vec, output, pack_weight, with_f32, with_f32_opt, Unwritten};
 use crate::winograd;
 
 /// Stride and zero padding of a convolution (the same on both axes, as in SD's networks).
@@ -202,8 +204,8 @@ impl Conv2d {
         };
         let plane_in = cin * hs * ws;
         let plane_out = self.cout * ho * wo;
-        let mut out = output(b * plane_out);
         if let Some(variant) = self.winograd_variant(b, h, w) {
+            let mut out = output(b * plane_out);
             let bias: Option<Vec<f32>> = image_bias.or_else(|| {
                 let row = self.bias.as_ref()?;
                 Some((0..b).flat_map(|_| row.iter().copied()).collect())
@@ -231,7 +233,7 @@ impl Conv2d {
             })??;
             return from_vec(out, out_shape);
         }
-        let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
+        let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [MaybeUninit<f32>]| {
             if b > 1 && ho * wo < ONE_PRODUCT_MAX_PIXELS {
                 let bias = |i: usize, co: usize| match &image_bias {
                     Some(v) => v[i * self.cout + co],
@@ -256,10 +258,12 @@ impl Conv2d {
                 self.image(input, h, w, ho, wo, c, &epi);
             }
         };
+        let mut out = Unwritten::new(b * plane_out);
         with_f32("conv2d", x, |xs| {
-            with_f32_opt("conv2d", residual, |rs| run(xs, rs, &mut out))
+            with_f32_opt("conv2d", residual, |rs| run(xs, rs, out.slots()))
         })??;
-        from_vec(out, out_shape)
+        // SAFETY: each image's product (or the batch's, scattered) wrote all of its output.
+        from_vec(unsafe { out.assume_written() }, out_shape)
     }
 
     /// The Winograd variant this call runs as, if any: a 3x3 "same" convolution, on an image
@@ -289,14 +293,14 @@ impl Conv2d {
         w: usize,
         ho: usize,
         wo: usize,
-        c: &mut [f32],
+        c: &mut [MaybeUninit<f32>],
         epi: &Epilogue,
     ) {
         let g = self.geometry;
         let precision = self.weight.precision();
         if self.kh == 1 && self.kw == 1 && g.stride == 1 && g.padding == 0 {
             let x = Strided::cols(input, self.cin, h * w);
-            gemm::matmul(
+            gemm::matmul_unwritten(
                 MatOperand::Packed(&self.weight),
                 x.into(),
                 c,
@@ -347,7 +351,7 @@ impl Conv2d {
         wo: usize,
         bias: &dyn Fn(usize, usize) -> f32,
         residual: Option<&[f32]>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         let g = self.geometry;
         let pixels = ho * wo;
@@ -364,7 +368,7 @@ impl Conv2d {
             stride: g.stride,
             padding: g.padding,
         };
-        let mut c = output(self.cout * lines);
+        let mut c = Unwritten::new(self.cout * lines);
         gemm::matmul_with_source(
             MatOperand::Packed(&self.weight),
             gemm::RightOperand::Rows {
@@ -372,11 +376,13 @@ impl Conv2d {
                 lines,
                 depth: self.cin * self.kh * self.kw,
             },
-            &mut c,
+            c.slots(),
             lines,
             &Epilogue::NONE,
             self.weight.precision(),
         );
+        // SAFETY: the product wrote all of C.
+        let c = unsafe { c.assume_written() };
         for (i, image) in out.chunks_exact_mut(self.cout * pixels).enumerate() {
             for (co, dst) in image.chunks_exact_mut(pixels).enumerate() {
                 let src = &c[co * lines + i * pixels..][..pixels];
@@ -386,12 +392,12 @@ impl Conv2d {
                     Some(r) => {
                         let r = &r[at..at + pixels];
                         for ((d, s), r) in dst.iter_mut().zip(src).zip(r) {
-                            *d = s + add + r;
+                            d.write(s + add + r);
                         }
                     }
                     None => {
                         for (d, s) in dst.iter_mut().zip(src) {
-                            *d = s + add;
+                            d.write(s + add);
                         }
                     }
                 }

@@ -1,11 +1,13 @@
 //! A fully connected layer `y = x W^T + b (+ residual)` with W packed once as the right operand
 //! of the matrix engine; the activations are packed on the fly.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
-use crate::tensor::{from_vec, output, pack_weight, with_f32, with_f32_opt};
+use crate::gemm::{matmul_unwritten, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::tensor::{from_vec, pack_weight, with_f32, with_f32_opt, Unwritten};
 
 /// A linear layer with packed weights `[out, in]` and optional bias `[out]`.
 #[derive(Debug)]
@@ -73,9 +75,9 @@ impl Linear {
                 });
             }
         }
-        let mut out = output(rows * self.out_dim);
+        let mut out = Unwritten::new(rows * self.out_dim);
         let n = self.out_dim;
-        let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [f32]| {
+        let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [MaybeUninit<f32>]| {
             let epi = Epilogue {
                 bias_row: None,
                 bias_col: self.bias.as_deref(),
@@ -83,7 +85,7 @@ impl Linear {
                 residual_ld: n,
             };
             let a = Strided::rows(xs, rows, self.in_dim);
-            matmul(
+            matmul_unwritten(
                 a.into(),
                 MatOperand::Packed(&self.weight),
                 out,
@@ -93,9 +95,10 @@ impl Linear {
             );
         };
         with_f32("linear", x, |xs| {
-            with_f32_opt("linear", residual, |rs| run(xs, rs, &mut out))
+            with_f32_opt("linear", residual, |rs| run(xs, rs, out.slots()))
         })??;
-        from_vec(out, dims)
+        // SAFETY: the product wrote every row of the output.
+        from_vec(unsafe { out.assume_written() }, dims)
     }
 }
 

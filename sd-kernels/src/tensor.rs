@@ -80,3 +80,37 @@ pub fn from_vec(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
 pub(crate) fn output(len: usize) -> Vec<f32> {
     vec![0f32; len]
 }
+
+/// An output buffer that a product writes in full before anything reads it: unlike
+/// [`output`], no pass zeroes it (blocks the allocator reuses are not fresh zero pages; that
+/// zeroing was ~5% of a bf16 UNet call).
+pub(crate) struct Unwritten(Vec<std::mem::MaybeUninit<f32>>);
+
+impl Unwritten {
+    /// `len` values, none written yet. Builds with debug assertions (the tests) start them
+    /// as NaN, so a value the writer missed fails any comparison instead of reading as 0.
+    pub(crate) fn new(len: usize) -> Self {
+        if cfg!(debug_assertions) {
+            return Self(vec![std::mem::MaybeUninit::new(f32::NAN); len]);
+        }
+        let mut v = Vec::with_capacity(len);
+        // SAFETY: `MaybeUninit` needs no initialisation.
+        unsafe { v.set_len(len) };
+        Self(v)
+    }
+
+    /// The values, to be written.
+    pub(crate) fn slots(&mut self) -> &mut [std::mem::MaybeUninit<f32>] {
+        &mut self.0
+    }
+
+    /// The buffer as values.
+    ///
+    /// # Safety
+    /// Every value has been written.
+    pub(crate) unsafe fn assume_written(self) -> Vec<f32> {
+        let mut v = std::mem::ManuallyDrop::new(self.0);
+        // SAFETY: same layout and allocation; all values are initialised (the caller's word).
+        Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity())
+    }
+}

@@ -26,6 +26,8 @@ pub use driver::Epilogue;
 pub use operand::Strided;
 pub(crate) use operand::{ByRows, DepthRows};
 
+use std::mem::MaybeUninit;
+
 use crate::cpu::Isa;
 use kernel::{Kernel, PackElem};
 use operand::{Operand, Prepacked};
@@ -455,6 +457,21 @@ pub fn matmul(
     epilogue: &Epilogue,
     precision: Precision,
 ) {
+    // SAFETY: the product only ever stores initialised values into `c`.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_with_source::<NoSource>(a, RightOperand::Mat(b), c, ldc, epilogue, precision)
+}
+
+/// [`matmul`] into a buffer not yet written: the first pass over k stores every element of
+/// C (rows `m`, columns `n`) before any later pass reads it.
+pub(crate) fn matmul_unwritten(
+    a: MatOperand,
+    b: MatOperand,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    epilogue: &Epilogue,
+    precision: Precision,
+) {
     matmul_with_source::<NoSource>(a, RightOperand::Mat(b), c, ldc, epilogue, precision)
 }
 
@@ -503,7 +520,7 @@ fn dims(op: &MatOperand, side: Side, precision: Precision) -> (usize, usize) {
 pub(crate) fn matmul_with_source<S: DepthRows>(
     a: MatOperand,
     b: RightOperand<S>,
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     ldc: usize,
     epi: &Epilogue,
     precision: Precision,
@@ -604,14 +621,14 @@ unsafe fn run<K: Kernel, S: DepthRows>(
     k: usize,
     a: MatOperand,
     b: RightOperand<S>,
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     ldc: usize,
     epi: &Epilogue,
     precision: Precision,
 ) {
     // f32 kernels emulate bf16 products on rounded inputs (packed ones are rounded already).
     let emulate = precision == Precision::Bf16 && K::KP == 1;
-    let c = c.as_mut_ptr();
+    let c = c.as_mut_ptr().cast::<f32>();
     match a {
         MatOperand::Packed(p) => with_right::<K, S, _>(
             m,
