@@ -24,12 +24,14 @@
 
 mod minimal;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::cpu::{Isa, TierGuard};
 use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
 use crate::input_map::InputMap;
-use crate::tensor::output;
+use crate::tensor::{output, Unwritten};
 use minimal::{Minimal, F2, F4, T_MAX};
 
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
@@ -173,13 +175,13 @@ fn conv3x3_as<W: Minimal + Transforms>(
     let rows_per_chunk = (CHUNK_FLOATS / (positions * cin.max(cout) * tw)).clamp(1, rows_total);
     let max_tiles = rows_per_chunk * tw;
     let mut v = output(positions * cin * max_tiles);
-    let mut m = output(positions * cout * max_tiles);
+    let mut m = Unwritten::new(positions * cout * max_tiles);
     let plane = h * w;
     for r0 in (0..rows_total).step_by(rows_per_chunk) {
         let r1 = (r0 + rows_per_chunk).min(rows_total);
         let tiles = (r1 - r0) * tw;
         let v = &mut v[..positions * cin * tiles];
-        let m = &mut m[..positions * cout * tiles];
+        let m = &mut m.slots()[..positions * cout * tiles];
         v.par_chunks_mut(positions * tiles)
             .enumerate()
             .for_each(|(ci, dst)| W::input_tiles(input, map, &grid, ci, (r0, r1), dst));
@@ -201,7 +203,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
                     line_stride: 1,
                     depth_stride: positions * tiles,
                 };
-                gemm::matmul(
+                gemm::matmul_unwritten(
                     MatOperand::Strided(u_e),
                     MatOperand::Strided(v_e),
                     m_e,
@@ -213,7 +215,8 @@ fn conv3x3_as<W: Minimal + Transforms>(
         // Output planes (image, co) this chunk writes rows of.
         let (first, last) = (r0 / th, (r1 - 1) / th);
         let span = first * cout * plane..(last + 1) * cout * plane;
-        let m = &*m;
+        // SAFETY: the products above wrote all of this chunk's M.
+        let m = unsafe { &*(m as *const [MaybeUninit<f32>] as *const [f32]) };
         out[span]
             .par_chunks_mut(plane)
             .enumerate()
@@ -234,19 +237,23 @@ fn conv3x3_as<W: Minimal + Transforms>(
 /// U as `[cout][T²][cin]`: row `co` of the product for position `e` is at `(co * T² + e) * cin`.
 fn filter_transform<W: Minimal>(weight: &PackedMatrix, cin: usize, cout: usize) -> Vec<f32> {
     let positions = W::T * W::T;
-    let mut u = output(cout * positions * cin);
-    u.par_chunks_mut(positions * cin).enumerate().for_each_init(
-        || vec![0f32; cin * 9],
-        |g, (co, dst)| {
-            weight.unpack_line(co, g);
-            filters_of_one_output::<W>(g, dst);
-        },
-    );
-    u
+    let mut u = Unwritten::new(cout * positions * cin);
+    u.slots()
+        .par_chunks_mut(positions * cin)
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; cin * 9],
+            |g, (co, dst)| {
+                weight.unpack_line(co, g);
+                filters_of_one_output::<W>(g, dst);
+            },
+        );
+    // SAFETY: each output channel's filters wrote all T² x cin of its values.
+    unsafe { u.assume_written() }
 }
 
 /// `dst[e * cin + ci] = (G g_ci Gᵀ)[e]` for the 3x3 filters `g` of one output channel.
-fn filters_of_one_output<W: Minimal>(g: &[f32], dst: &mut [f32]) {
+fn filters_of_one_output<W: Minimal>(g: &[f32], dst: &mut [MaybeUninit<f32>]) {
     let cin = g.len() / 9;
     let t = W::T;
     for (ci, k) in g.chunks_exact(9).enumerate() {
@@ -256,7 +263,7 @@ fn filters_of_one_output<W: Minimal>(g: &[f32], dst: &mut [f32]) {
         for i in 0..t {
             let u = W::filter([cols[0][i], cols[1][i], cols[2][i]]);
             for (j, v) in u.iter().take(t).enumerate() {
-                dst[(t * i + j) * cin + ci] = *v;
+                dst[(t * i + j) * cin + ci].write(*v);
             }
         }
     }
