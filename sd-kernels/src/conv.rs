@@ -2,9 +2,11 @@
 //! the patch matrix P (im2col) is never stored whole — the packing step of the matrix engine
 //! reads each depth row (ci, ky, kx) of a panel straight from the input, with the padding as
 //! zeros. Weights are packed once; bias and an optional residual are added as the product is
-//! written. 1x1 stride-1 convolutions read the input as a plain matrix; 3x3 "same" ones on
-//! large images run as Winograd F(4x4, 3x3) in f32 (4 times fewer multiplies) and F(2x2, 3x3)
-//! in bf16 (2.25 times fewer).
+//! written. A batch of small images (the low-resolution levels of a UNet) runs as one product
+//! over all their pixels instead, so the weights stream through the cache once per call.
+//! 1x1 stride-1 convolutions read the input as a plain matrix; 3x3 "same" ones on large images
+//! run as Winograd F(4x4, 3x3) in f32 (4 times fewer multiplies) and F(2x2, 3x3) in bf16 (2.25
+//! times fewer).
 
 use std::mem::MaybeUninit;
 
