@@ -237,11 +237,7 @@ impl Conv2d {
         }
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [MaybeUninit<f32>]| {
             if b > 1 && ho * wo < ONE_PRODUCT_MAX_PIXELS {
-                let bias = |i: usize, co: usize| match &image_bias {
-                    Some(v) => v[i * self.cout + co],
-                    None => self.bias.as_ref().map_or(0.0, |v| v[co]),
-                };
-                self.images_at_once(xs, b, h, w, ho, wo, &bias, res, out);
+                self.images_at_once(xs, b, h, w, ho, wo, image_bias.as_deref(), res, out);
                 return;
             }
             for i in 0..b {
@@ -312,13 +308,29 @@ impl Conv2d {
             );
             return;
         }
+        self.patch_product(input, 1, (h, w), (ho, wo), c, epi);
+    }
+
+    /// C[Cout, images * ho * wo] = W P for the patches P of `images` images `[Cin, h, w]`
+    /// stored one after another in `input`, each image's output pixels a run of lines.
+    fn patch_product(
+        &self,
+        input: &[f32],
+        images: usize,
+        (h, w): (usize, usize),
+        (ho, wo): (usize, usize),
+        c: &mut [MaybeUninit<f32>],
+        epi: &Epilogue,
+    ) {
+        let g = self.geometry;
+        let lines = images * ho * wo;
         let patches = Patches {
             input,
             h,
             w,
             wo,
             pixels: ho * wo,
-            plane: input.len(),
+            plane: self.cin * h * w,
             kh: self.kh,
             kw: self.kw,
             stride: g.stride,
@@ -328,20 +340,21 @@ impl Conv2d {
             MatOperand::Packed(&self.weight),
             gemm::RightOperand::Rows {
                 source: &patches,
-                lines: ho * wo,
+                lines,
                 depth: self.cin * self.kh * self.kw,
             },
             c,
-            ho * wo,
+            lines,
             epi,
-            precision,
+            self.weight.precision(),
         );
     }
 }
 
 impl Conv2d {
     /// The direct product of all `b` images at once into a scratch `[Cout, b * pixels]`, then
-    /// written out as `[b, Cout, pixels]` with `bias(image, channel)` and the residual added.
+    /// written out as `[b, Cout, pixels]` with the bias (per image `[b, Cout]` if given, else
+    /// the layer's) and the residual added.
     #[allow(clippy::too_many_arguments)]
     fn images_at_once(
         &self,
@@ -351,44 +364,23 @@ impl Conv2d {
         w: usize,
         ho: usize,
         wo: usize,
-        bias: &dyn Fn(usize, usize) -> f32,
+        image_bias: Option<&[f32]>,
         residual: Option<&[f32]>,
         out: &mut [MaybeUninit<f32>],
     ) {
-        let g = self.geometry;
         let pixels = ho * wo;
         let lines = b * pixels;
-        let patches = Patches {
-            input: xs,
-            h,
-            w,
-            wo,
-            pixels,
-            plane: self.cin * h * w,
-            kh: self.kh,
-            kw: self.kw,
-            stride: g.stride,
-            padding: g.padding,
-        };
         let mut c = Unwritten::new(self.cout * lines);
-        gemm::matmul_with_source(
-            MatOperand::Packed(&self.weight),
-            gemm::RightOperand::Rows {
-                source: &patches,
-                lines,
-                depth: self.cin * self.kh * self.kw,
-            },
-            c.slots(),
-            lines,
-            &Epilogue::NONE,
-            self.weight.precision(),
-        );
+        self.patch_product(xs, b, (h, w), (ho, wo), c.slots(), &Epilogue::NONE);
         // SAFETY: the product wrote all of C.
         let c = unsafe { c.assume_written() };
         for (i, image) in out.chunks_exact_mut(self.cout * pixels).enumerate() {
             for (co, dst) in image.chunks_exact_mut(pixels).enumerate() {
                 let src = &c[co * lines + i * pixels..][..pixels];
-                let add = bias(i, co);
+                let add = match image_bias {
+                    Some(v) => v[i * self.cout + co],
+                    None => self.bias.as_ref().map_or(0.0, |v| v[co]),
+                };
                 let at = (i * self.cout + co) * pixels;
                 match residual {
                     Some(r) => {

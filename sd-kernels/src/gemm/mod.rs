@@ -459,7 +459,7 @@ pub fn matmul(
 ) {
     // SAFETY: the product only ever stores initialised values into `c`.
     let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    matmul_with_source::<NoSource>(a, RightOperand::Mat(b), c, ldc, epilogue, precision)
+    matmul_unwritten(a, b, c, ldc, epilogue, precision)
 }
 
 /// [`matmul`] into a buffer not yet written: the first pass over k stores every element of
