@@ -1,18 +1,22 @@
-//! Multi-head attention without the score matrix: queries in tiles of [`QUERY_TILE`], each tile
-//! scoring all keys of one head at a time (`[keys, tile]` floats of scratch per thread), so
-//! memory grows with the sequence length, never with its square.
+//! Multi-head attention without the score matrix: queries in tiles of [`QUERY_TILE`] (the unit
+//! of work a thread takes), each tile scored in panels of 32 queries against all keys of one
+//! head at a time (`[keys, 32]` floats of scratch per thread, 512 KiB at 4096 keys, so the
+//! scores stay in L2 from the first product to the second), so memory grows with the sequence
+//! length, never with its square.
 //!
 //! For head h of sample b, with K and V read in place from the `[B, L, heads*d]` projections:
-//!   S^T = K Q_tile^T                      (keys x tile; K packed once per head)
-//!   E_ji = exp(scale (S_ji - max_j S_ji)) (column softmax numerators)
-//!   O_tile^T = V^T (E ⊙ w) / sum_j E_ji   (V^T packed once per head)
+//!   S^T = K Q_panel^T                      (keys x panel; K packed once per head)
+//!   E_ji = exp(scale (S_ji - max_j S_ji))  (column softmax numerators)
+//!   O_panel^T = V^T (E ⊙ w) / sum_j E_ji   (V^T packed once per head)
 //! where w_j are optional per-key value weights (sd-fused emphasis:
 //! out_i = Σ_j softmax(q_i·k_j/√d)_j w_j v_j, keys untouched, no renormalisation).
 //! Working on S^T makes every softmax pass a contiguous row sweep and both products use the
-//! wide dimension (keys, queries) as M and N, so a head width of 40 wastes no tile space.
+//! wide dimension (keys, queries) as M and N, so a head width of 40 wastes no tile space; a
+//! panel of S^T is laid out as the f32 kernel's packed right operand, so the second product
+//! reads it in place.
 //!
 //! With bf16 products on AMX, `tiles` runs instead: flash attention whose scores never
-//! leave the L1 cache (the strip above went through L2: 1 MiB a head at 4096 keys).
+//! leave the L1 cache.
 
 #[cfg(target_arch = "x86_64")]
 mod tiles;
@@ -30,6 +34,11 @@ use crate::tensor::{from_vec, output, with_f32};
 /// Queries per tile (four 32-wide panels): at 512² with bf16 products 128 ran 7% faster than 64
 /// and 13% faster than 32 (wider products amortise each tile's packing and stores).
 pub const QUERY_TILE: usize = 128;
+
+/// Queries scored together on the vector kernels: one panel of the AVX-512 f32 kernel (32
+/// columns), so a head's scores (`[keys, 32]`, 512 KiB at 4096 keys) stay in L2 from the
+/// product through the softmax to the second product, which reads them in place.
+const QUERY_PANEL: usize = 32;
 
 multiversion! {
     /// Column-wise max of a `rows x cols` row-major matrix into `max`.
@@ -61,6 +70,39 @@ multiversion! {
                 *v = e * w;
             }
         }
+    }
+}
+
+multiversion! {
+    /// [`column_max`] of a full panel (`QUERY_PANEL` columns), the maxima kept in registers.
+    fn panel_max(s: &[f32], max: &mut [f32; QUERY_PANEL]) {
+        let mut m = [f32::NEG_INFINITY; QUERY_PANEL];
+        let (rows, _) = s.as_chunks::<QUERY_PANEL>();
+        for row in rows {
+            for (m, v) in m.iter_mut().zip(row) {
+                *m = m.max(*v);
+            }
+        }
+        *max = m;
+    }
+}
+
+multiversion! {
+    /// [`exp_rows`] on a full panel, the maxima and sums kept in registers.
+    fn panel_exp(s: &mut [f32], max: &[f32; QUERY_PANEL], scale: f32, weights: Option<&[f32]>, sum: &mut [f32; QUERY_PANEL]) {
+        let c = scale * std::f32::consts::LOG2_E;
+        let m = max.map(|m| m * c);
+        let mut acc = [0f32; QUERY_PANEL];
+        let (rows, _) = s.as_chunks_mut::<QUERY_PANEL>();
+        for (j, row) in rows.iter_mut().enumerate() {
+            let w = weights.map_or(1.0, |w| w[j]);
+            for ((v, m), acc) in row.iter_mut().zip(m.iter()).zip(acc.iter_mut()) {
+                let e = math::exp2_nonpositive(v.mul_add(c, -m));
+                *acc += e;
+                *v = e * w;
+            }
+        }
+        *sum = acc;
     }
 }
 
@@ -172,41 +214,53 @@ pub fn attention(
                     let _tier = TierGuard::enter(isa);
                     let rows = o.len() / hd;
                     let w = weights.as_ref().map(|w| &w[bi * lk..(bi + 1) * lk]);
-                    let mut s = vec![0f32; lk * rows];
-                    let mut ot = vec![0f32; d * rows];
-                    let (mut max, mut sum) = (vec![0f32; rows], vec![0f32; rows]);
+                    let mut s = vec![0f32; lk * QUERY_PANEL];
+                    let mut ot = vec![0f32; d * QUERY_PANEL];
+                    let (mut max, mut sum) = ([0f32; QUERY_PANEL], [0f32; QUERY_PANEL]);
                     for h in 0..heads {
                         let (kp, vtp) = &packed[bi * heads + h];
-                        let qt = Strided {
-                            data: &qs[(bi * lq + q0) * hd + h * d..],
-                            lines: rows,
-                            depth: d,
-                            line_stride: hd,
-                            depth_stride: 1,
-                        };
-                        matmul(
-                            MatOperand::Packed(kp),
-                            qt.into(),
-                            &mut s,
-                            rows,
-                            &Epilogue::NONE,
-                            precision,
-                        );
-                        column_max(&s, rows, &mut max);
-                        exp_rows(&mut s, rows, &mut max, scale, w, &mut sum);
-                        let e = Strided::cols(&s, lk, rows);
-                        matmul(
-                            MatOperand::Packed(vtp),
-                            e.into(),
-                            &mut ot,
-                            rows,
-                            &Epilogue::NONE,
-                            precision,
-                        );
-                        for (i, orow) in o.chunks_exact_mut(hd).enumerate() {
-                            let inv = 1.0 / sum[i];
-                            for (c, dst) in orow[h * d..(h + 1) * d].iter_mut().enumerate() {
-                                *dst = ot[c * rows + i] * inv;
+                        for p0 in (0..rows).step_by(QUERY_PANEL) {
+                            let n = QUERY_PANEL.min(rows - p0);
+                            let s = &mut s[..lk * n];
+                            let qt = Strided {
+                                data: &qs[(bi * lq + q0 + p0) * hd + h * d..],
+                                lines: n,
+                                depth: d,
+                                line_stride: hd,
+                                depth_stride: 1,
+                            };
+                            matmul(
+                                MatOperand::Packed(kp),
+                                qt.into(),
+                                s,
+                                n,
+                                &Epilogue::NONE,
+                                precision,
+                            );
+                            if n == QUERY_PANEL {
+                                panel_max(s, &mut max);
+                                panel_exp(s, &max, scale, w, &mut sum);
+                            } else {
+                                column_max(s, n, &mut max[..n]);
+                                exp_rows(s, n, &mut max[..n], scale, w, &mut sum[..n]);
+                            }
+                            // A full panel of scores is already in the layout the kernels
+                            // read (one row of n queries per key): no packing.
+                            let e = Strided::cols(s, lk, n);
+                            matmul(
+                                MatOperand::Packed(vtp),
+                                e.into(),
+                                &mut ot[..d * n],
+                                n,
+                                &Epilogue::NONE,
+                                precision,
+                            );
+                            let panel_out = o[p0 * hd..].chunks_exact_mut(hd).take(n);
+                            for (i, orow) in panel_out.enumerate() {
+                                let inv = 1.0 / sum[i];
+                                for (c, dst) in orow[h * d..(h + 1) * d].iter_mut().enumerate() {
+                                    *dst = ot[c * n + i] * inv;
+                                }
                             }
                         }
                     }

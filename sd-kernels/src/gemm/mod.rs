@@ -193,9 +193,9 @@ impl PackedMatrix {
         let mut buf = AlignedBuf::new();
         let bf16 = kernel.packs_bf16();
         if bf16 {
-            // SAFETY: the view is in bounds (asserted); panels go into `buf`, which we keep.
+            // Always copied into `buf`, which we keep (never the zero-copy view of `panels`).
             let _: operand::Panels<u16> =
-                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut buf) };
+                operand::pack_by_rows(&src, 0, src.lines, 0, src.depth, w, kp, &mut buf);
         } else {
             let rounded;
             let src = if precision == Precision::Bf16 {
@@ -205,9 +205,8 @@ impl PackedMatrix {
             } else {
                 src
             };
-            // SAFETY: as above.
             let _: operand::Panels<f32> =
-                unsafe { src.panels(0, src.lines, 0, src.depth, w, kp, &mut buf) };
+                operand::pack_by_rows(&src, 0, src.lines, 0, src.depth, w, kp, &mut buf);
         }
         Self::assemble(side, precision, kernel, src.lines, src.depth, buf, len)
     }

@@ -92,7 +92,7 @@ impl<T: DepthRows> DepthRows for &T {
 
 /// Packs `nl` lines from `src` as panels of width `w`, each value through `E::from_f32`.
 #[allow(clippy::too_many_arguments)]
-fn pack_by_rows<E: PackElem, S: DepthRows>(
+pub(super) fn pack_by_rows<E: PackElem, S: DepthRows>(
     src: &S,
     l0: usize,
     nl: usize,
@@ -295,6 +295,18 @@ impl<E: PackElem> Operand<E> for Strided<'_> {
         kp: usize,
         scratch: &mut AlignedBuf,
     ) -> Panels<E> {
+        if kp == 1
+            && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>()
+            && (l0, nl, self.lines, self.line_stride, self.depth_stride) == (0, w, w, 1, w)
+        {
+            // Already one packed f32 panel (depth rows of exactly `w` lines, e.g. attention's
+            // scores of one panel of queries): the kernel reads it in place.
+            return Panels {
+                ptr: self.data[k0 * w..].as_ptr().cast(),
+                panel_stride: kc * w,
+                row_stride: 0,
+            };
+        }
         if self.depth_stride != 1 {
             return pack_by_rows(self, l0, nl, k0, kc, w, kp, scratch);
         }

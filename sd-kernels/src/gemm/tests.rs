@@ -113,6 +113,9 @@ fn f32_shapes_and_operand_kinds() {
     for &(m, n, k) in &[
         (1, 1, 1),
         (14, 32, 7),
+        // One full 32-line panel of B, already in the kernels' layout (read in place), over
+        // three k blocks.
+        (29, 32, 1100),
         (15, 33, 300),
         (29, 65, 513),
         (200, 40, 77),
