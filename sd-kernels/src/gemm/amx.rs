@@ -6,9 +6,10 @@
 //! with a 128-byte row stride), then issues four tile products of 16 x 16 x 32 multiply-adds:
 //! 32 768 multiply-adds per step against 28 x 32 for a step of the AVX-512 kernel.
 //!
-//! A tile row must be 32 consecutive k of one row of A, so A is either read in place
-//! (row-major bf16) or packed with 32 k values per line ([`Kernel::KPA`] = 32). Depths must be
-//! multiples of 32; products of other depths run on the AVX-512 kernels (see `KernelId`).
+//! A tile row must be 32 consecutive k of one row of A, so A is packed with 32 k values per
+//! line ([`Kernel::KPA`] = 32). (Reading a row-major A in place needed a bf16 copy of it first,
+//! and packing ran 1.03-1.29x faster on a 512² UNet's linear layers.) Depths must be multiples
+//! of 32; products of other depths run on the AVX-512 kernels (see `KernelId`).
 //!
 //! Each thread loads the tile configuration once (`ldtilecfg`, kept in the thread's state);
 //! the process asked Linux for the tile registers when the CPU was detected.
@@ -34,7 +35,6 @@ impl Kernel for AmxBf16x32x32 {
     const NR: usize = NR;
     const KP: usize = 2;
     const KPA: usize = 32;
-    const DIRECT_A: bool = true;
     // A block 256 x 1024 and B block 1024 x 512 bf16 (512 KiB and 1 MiB) sit in a 2 MiB L2.
     // Each pass over k reads and writes C once more: 1024 ran a 2048³ product ~15% faster
     // than 512 (2048 was no faster).
@@ -43,7 +43,8 @@ impl Kernel for AmxBf16x32x32 {
     const NC: usize = NR * 16;
 
     unsafe fn run(groups: usize, a: *const u16, a_rs: usize, b: *const u16, tile: &Tile) {
-        tile_kernel(groups, a, a_rs, b, tile)
+        debug_assert_eq!(a_rs, 0, "AMX A is always packed");
+        tile_kernel(groups, a, b, tile)
     }
 }
 
@@ -76,17 +77,13 @@ pub(crate) unsafe fn configure_thread() {
     }
 }
 
-/// `a_rs == 0`: packed A (per 32-k step, 32 lines of 32 values); else row r at `a + r * a_rs`.
-/// `groups` counts k pairs (a multiple of 16).
+/// A packed A panel (per 32-k step, 32 lines of 32 values) times a B panel; `groups` counts
+/// k pairs (a multiple of 16).
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, tile: &Tile) {
+unsafe fn tile_kernel(groups: usize, a: *const u16, b: *const u16, tile: &Tile) {
     debug_assert!(groups.is_multiple_of(16));
     configure_thread();
-    let (a_hi, a_row_bytes, a_step) = if a_rs == 0 {
-        (a.add(16 * 32), 64usize, MR * 32)
-    } else {
-        (a.add(16 * a_rs), 2 * a_rs, 32)
-    };
+    let (a_hi, a_row_bytes, a_step) = (a.add(16 * 32), 64usize, MR * 32);
     let b_row_bytes = 2 * 2 * NR;
     // A whole tile with nothing to add but C itself is accumulated in place: the tiles start
     // from C (later passes over k) or from zero, and are stored straight back, with no round
@@ -102,9 +99,8 @@ unsafe fn tile_kernel(groups: usize, a: *const u16, a_rs: usize, b: *const u16, 
         zero_accumulators();
     }
     // A panel read for the first time may still be in memory (prepacked weights stream on
-    // their first pass): fetch the next step's 2 KiB while this one computes. An A read in
-    // place (activations) is in cache.
-    let (fresh_a, fresh_b) = (a_rs == 0 && tile.fresh_a, tile.fresh_b);
+    // their first pass): fetch the next step's 2 KiB while this one computes.
+    let (fresh_a, fresh_b) = (tile.fresh_a, tile.fresh_b);
     for s in 0..groups / 16 {
         let b_lo = b.add(s * 16 * 2 * NR);
         let a_tiles = [a.add(s * a_step), a_hi.add(s * a_step)];

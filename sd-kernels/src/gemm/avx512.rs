@@ -56,17 +56,13 @@ impl Kernel for Bf16x14x32 {
     const MR: usize = MR;
     const NR: usize = NR;
     const KP: usize = 2;
-    const DIRECT_A: bool = true;
     const KC: usize = 1024;
     const MC: usize = 14 * 16;
     const NC: usize = 32 * 32;
 
     unsafe fn run(groups: usize, a: *const u16, a_rs: usize, b: *const u16, tile: &Tile) {
-        if a_rs == 0 {
-            bf16_kernel::<false>(groups, a, 0, b, tile)
-        } else {
-            bf16_kernel::<true>(groups, a, a_rs, b, tile)
-        }
+        debug_assert_eq!(a_rs, 0, "bf16 A is always packed");
+        bf16_kernel(groups, a, b, tile)
     }
 }
 
@@ -108,19 +104,12 @@ unsafe fn f32_kernel<const DIRECT: bool>(
     store(&acc, tile)
 }
 
-/// As [`f32_kernel`]; in the direct form `a_rs` counts bf16 values and rows hold k pairs.
+/// As [`f32_kernel`] on a packed A panel whose groups hold k pairs.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn bf16_kernel<const DIRECT: bool>(
-    groups: usize,
-    a: *const u16,
-    a_rs: usize,
-    b: *const u16,
-    tile: &Tile,
-) {
+unsafe fn bf16_kernel(groups: usize, a: *const u16, b: *const u16, tile: &Tile) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
-    let (row_step, group_step) = if DIRECT { (a_rs, 2) } else { (2, 2 * MR) };
-    let (fresh_a, fresh_b) = (!DIRECT && tile.fresh_a, tile.fresh_b);
+    let (fresh_a, fresh_b) = (tile.fresh_a, tile.fresh_b);
     for _ in 0..groups {
         // Per k-pair step, as in the f32 kernel: 128 bytes of B, 56 of A.
         if fresh_b {
@@ -133,12 +122,12 @@ unsafe fn bf16_kernel<const DIRECT: bool>(
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.cast()));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32).cast()));
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let pair = a.add(r * row_step).cast::<i32>().read_unaligned();
+            let pair = a.add(2 * r).cast::<i32>().read_unaligned();
             let ar: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
             acc_r[0] = _mm512_dpbf16_ps(acc_r[0], ar, b0);
             acc_r[1] = _mm512_dpbf16_ps(acc_r[1], ar, b1);
         }
-        a = a.add(group_step);
+        a = a.add(2 * MR);
         b = b.add(2 * NR);
     }
     store(&acc, tile)

@@ -468,8 +468,8 @@ impl<E: PackElem> Operand<E> for Prepacked<'_, E> {
     }
 }
 
-/// A row-major left operand read in place by the kernel (no packing): `lines` rows of
-/// `depth` values (a multiple of `kp`), row l at `l * ld`. Only whole panels may be asked for.
+/// A row-major left operand read in place by an f32 kernel (no packing): row l at `l * ld`.
+/// Only whole panels may be asked for.
 pub(crate) struct DirectRows<'a, E> {
     pub data: &'a [E],
     pub ld: usize,
