@@ -15,7 +15,9 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::gemm::{self, DepthRows, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
 use crate::input_map::InputMap;
-use crate::tensor::{from_vec, output, pack_weight, with_f32, with_f32_opt, Unwritten};
+use crate::tensor::{
+    from_vec, output, pack_weight, pack_weight_taps_first, with_f32, with_f32_opt, Unwritten,
+};
 use crate::winograd;
 
 /// Stride and zero padding of a convolution (the same on both axes, as in SD's networks).
@@ -42,6 +44,16 @@ pub enum ConvAlgorithm {
     WinogradF4,
 }
 
+/// How the depth k of a convolution's packed weights (and of its patch matrix) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DepthOrder {
+    /// k = (ci, ky, kx): the order PyTorch stores the weights in.
+    ChannelMajor,
+    /// k = (ky, kx, ci): on AMX, each 32-deep step of the product is then one tap of 32
+    /// channels, whose B tiles `gemm::amx_window` reads from the input in place.
+    TapMajor,
+}
+
 /// A convolution with packed weights `[Cout, Cin, kh, kw]` and optional bias `[Cout]`.
 #[derive(Debug)]
 pub struct Conv2d {
@@ -53,6 +65,7 @@ pub struct Conv2d {
     kw: usize,
     geometry: ConvGeometry,
     algorithm: ConvAlgorithm,
+    order: DepthOrder,
 }
 
 impl Conv2d {
@@ -72,7 +85,19 @@ impl Conv2d {
             });
         }
         let depth = cin * kh * kw;
-        let packed = pack_weight("conv2d", weight, (cout, depth), Side::Left, precision)?;
+        let order = if tap_major_pays(precision, cin, (kh, kw), geometry) {
+            DepthOrder::TapMajor
+        } else {
+            DepthOrder::ChannelMajor
+        };
+        let packed = match order {
+            DepthOrder::ChannelMajor => {
+                pack_weight("conv2d", weight, (cout, depth), Side::Left, precision)?
+            }
+            DepthOrder::TapMajor => {
+                pack_weight_taps_first("conv2d", weight, Side::Left, precision)?
+            }
+        };
         let bias = match bias {
             Some(b) => {
                 if b.dims() != [cout] {
@@ -97,6 +122,7 @@ impl Conv2d {
             kw,
             geometry,
             algorithm: ConvAlgorithm::Auto,
+            order,
         })
     }
 
@@ -224,6 +250,7 @@ impl Conv2d {
                     winograd::conv3x3(
                         variant,
                         &self.weight,
+                        self.order,
                         grid,
                         xs,
                         map,
@@ -236,6 +263,25 @@ impl Conv2d {
             return from_vec(out, out_shape);
         }
         let run = |xs: &[f32], res: Option<&[f32]>, out: &mut [MaybeUninit<f32>]| {
+            #[cfg(target_arch = "x86_64")]
+            if self.order == DepthOrder::TapMajor
+                && gemm::amx_window::applies(&self.weight, cin, h, w)
+            {
+                let (bias, per_image) = match &image_bias {
+                    Some(v) => (Some(v.as_slice()), true),
+                    None => (self.bias.as_deref(), false),
+                };
+                gemm::amx_window::conv3x3(
+                    &self.weight,
+                    xs,
+                    (b, cin, h, w),
+                    bias,
+                    per_image,
+                    res,
+                    out,
+                );
+                return;
+            }
             if b > 1 && ho * wo < ONE_PRODUCT_MAX_PIXELS {
                 self.images_at_once(xs, b, h, w, ho, wo, image_bias.as_deref(), res, out);
                 return;
@@ -264,11 +310,16 @@ impl Conv2d {
         from_vec(unsafe { out.assume_written() }, out_shape)
     }
 
+    /// Whether this is a 3x3, stride 1, padding 1 convolution (output size = input size).
+    fn is_same_3x3(&self) -> bool {
+        let g = self.geometry;
+        self.kh == 3 && self.kw == 3 && g.stride == 1 && g.padding == 1
+    }
+
     /// The Winograd variant this call runs as, if any: a 3x3 "same" convolution, on an image
     /// big enough for the transforms to pay unless forced (see [`winograd::worthwhile`]).
     fn winograd_variant(&self, batch: usize, h: usize, w: usize) -> Option<winograd::Variant> {
-        let g = self.geometry;
-        if !(self.kh == 3 && self.kw == 3 && g.stride == 1 && g.padding == 1) {
+        if !self.is_same_3x3() {
             return None;
         }
         let precision = self.weight.precision();
@@ -326,6 +377,8 @@ impl Conv2d {
         let lines = images * ho * wo;
         let patches = Patches {
             input,
+            order: self.order,
+            cin: self.cin,
             h,
             w,
             wo,
@@ -400,15 +453,40 @@ impl Conv2d {
     }
 }
 
+/// Whether a layer's weights are packed [`DepthOrder::TapMajor`]: 3x3 "same" convolutions of
+/// whole 32-channel blocks in bf16 on AMX, which `gemm::amx_window` runs without patches.
+fn tap_major_pays(
+    precision: Precision,
+    cin: usize,
+    (kh, kw): (usize, usize),
+    geometry: ConvGeometry,
+) -> bool {
+    let same = (kh, kw) == (3, 3)
+        && geometry
+            == ConvGeometry {
+                stride: 1,
+                padding: 1,
+            };
+    cfg!(target_arch = "x86_64")
+        && same
+        && precision == Precision::Bf16
+        && cin.is_multiple_of(32)
+        && crate::cpu::Isa::active() == crate::cpu::Isa::Amx
+}
+
 /// Batches of images smaller than this many output pixels each run as one product (lines =
 /// every image's pixels), so the weights stream through the cache once per call rather than
 /// once per image, and a 4x4 image's 16 pixels do not leave a thread without work.
 const ONE_PRODUCT_MAX_PIXELS: usize = 1024;
 
-/// The patch matrix of a batch of images: depth row (ci, ky, kx), line p = (i, oy, ox) holds
+/// The patch matrix of a batch of images: depth row (ci, ky, kx) (or (ky, kx, ci)), line
+/// p = (i, oy, ox) holds
 /// `x[i, ci, oy*s + ky - pad, ox*s + kx - pad]`, zero outside the image.
 struct Patches<'a> {
     input: &'a [f32],
+    /// How depth rows are numbered (as the weights' k).
+    order: DepthOrder,
+    cin: usize,
     h: usize,
     w: usize,
     wo: usize,
@@ -434,11 +512,14 @@ struct Segment {
 }
 
 impl Patches<'_> {
-    /// Writes depth row (ci, ky, kx) of the given segments into `out`.
+    /// Writes depth row k ((ci, ky, kx) or (ky, kx, ci), as `order` says) of the given
+    /// segments into `out`.
     fn fill(&self, k: usize, segments: &[Segment], out: &mut [f32]) {
-        let kx = k % self.kw;
-        let ky = (k / self.kw) % self.kh;
-        let ci = k / (self.kw * self.kh);
+        let (ci, tap) = match self.order {
+            DepthOrder::ChannelMajor => (k / (self.kh * self.kw), k % (self.kh * self.kw)),
+            DepthOrder::TapMajor => (k % self.cin, k / self.cin),
+        };
+        let (ky, kx) = (tap / self.kw, tap % self.kw);
         let area = self.h * self.w;
         let (s, pad) = (self.stride, self.padding as isize);
         for seg in segments {
@@ -632,6 +713,81 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// bf16 3x3 convolutions on AMX read their B tiles from the padded input in place
+    /// (`gemm::amx_window`): exact products of the bf16-rounded values, summed in f32.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn amx_window_is_the_convolution_of_the_rounded_values() {
+        use crate::cpu::{with_isa, Isa};
+        if Isa::supported() < Isa::Amx {
+            return;
+        }
+        let bf16 = |t: &Tensor| {
+            t.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        // (batch, cin, cout, h, w): a partial panel of output channels, 64-wide rows,
+        // 16-wide rows (two rows a tile), several 32-channel blocks, two passes over them.
+        let cases = [
+            (2, 64, 40, 32, 32),
+            (1, 32, 64, 16, 64),
+            (2, 96, 32, 64, 16),
+            (1, 160, 40, 16, 16),
+        ];
+        let same = ConvGeometry {
+            stride: 1,
+            padding: 1,
+        };
+        for (i, &(b, cin, cout, h, w)) in cases.iter().enumerate() {
+            let x = rand(&[b, cin, h, w], 81 + i as u64);
+            let wt = rand(&[cout, cin, 3, 3], 83 + i as u64);
+            let bias = rand(&[cout], 85 + i as u64);
+            let res = rand(&[b, cout, h, w], 87 + i as u64);
+            let cb = rand(&[b, cout], 89 + i as u64);
+            let conv = with_isa(Isa::Amx, || {
+                Conv2d::new(&wt, Some(&bias), same, Precision::Bf16).unwrap()
+            });
+            let (got, got_cb) = with_isa(Isa::Amx, || {
+                assert!(gemm::amx_window::applies(&conv.weight, cin, h, w));
+                (
+                    conv.forward(&x, Some(&res)).unwrap(),
+                    conv.forward_ex(&x, Some(&cb), None).unwrap(),
+                )
+            });
+            let exact = bf16(&x).conv2d(&bf16(&wt), 1, 1, 1, 1).unwrap();
+            let plus = |t: &Tensor, v: &Tensor| {
+                let v = v.unsqueeze(2).unwrap().unsqueeze(3).unwrap();
+                t.broadcast_add(&v).unwrap()
+            };
+            let want = (plus(&exact, &bias.unsqueeze(0).unwrap()) + &res).unwrap();
+            let e = rel_l2(&got, &want);
+            assert!(e < 1e-5, "case {i} + residual: rel L2 {e}");
+            let want_cb = plus(&plus(&exact, &bias.unsqueeze(0).unwrap()), &cb);
+            let e = rel_l2(&got_cb, &want_cb);
+            assert!(e < 1e-5, "case {i} + channel bias: rel L2 {e}");
+            // The layer's other paths read the same (tap, channel)-ordered weights: patches
+            // of an image too small for the window, and Winograd.
+            let small = x.narrow(2, 0, 8).unwrap().narrow(3, 0, 16).unwrap();
+            let got = with_isa(Isa::Amx, || conv.forward(&small, None).unwrap());
+            let exact = bf16(&small).conv2d(&bf16(&wt), 1, 1, 1, 1).unwrap();
+            let e = rel_l2(&got, &plus(&exact, &bias.unsqueeze(0).unwrap()));
+            assert!(e < 1e-5, "case {i} patches: rel L2 {e}");
+            let want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
+            let want = plus(&want, &bias.unsqueeze(0).unwrap());
+            for algorithm in [ConvAlgorithm::WinogradF2, ConvAlgorithm::WinogradF4] {
+                let mut conv = with_isa(Isa::Amx, || {
+                    Conv2d::new(&wt, Some(&bias), same, Precision::Bf16).unwrap()
+                });
+                conv.set_algorithm(algorithm);
+                let got = with_isa(Isa::Amx, || conv.forward(&x, None).unwrap());
+                let e = rel_l2(&got, &want);
+                assert!(e < 1e-2, "case {i} {algorithm:?}: rel L2 {e}");
             }
         }
     }

@@ -58,6 +58,54 @@ pub(crate) fn pack_weight(
     })
 }
 
+/// [`pack_weight`] of a convolution's weight `[cout, cin, kh, kw]` with its depth in (ky, kx,
+/// ci) order instead of the stored (ci, ky, kx): each output channel's row is transposed
+/// (cin x taps -> taps x cin) in its own dtype, both threads at once, then packed.
+pub(crate) fn pack_weight_taps_first(
+    op: &'static str,
+    t: &Tensor,
+    side: Side,
+    precision: Precision,
+) -> Result<PackedMatrix> {
+    let (cout, cin, kh, kw) = t.dims4()?;
+    let (taps, depth) = (kh * kw, cin * kh * kw);
+    let t = t.to_device(&Device::Cpu)?;
+    if t.dtype() == DType::BF16 {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(CpuStorage::BF16(data)) = &*storage else {
+            unreachable!("checked: bf16 on the CPU");
+        };
+        let start = layout.start_offset();
+        let rows = taps_first(&data[start..start + cout * depth], cin, taps);
+        return Ok(PackedMatrix::pack_bf16_rows(
+            &rows, cout, depth, side, precision,
+        ));
+    }
+    let t = t.to_dtype(DType::F32)?;
+    with_f32(op, &t, |d| {
+        let rows = taps_first(d, cin, taps);
+        PackedMatrix::pack(Strided::rows(&rows, cout, depth), side, precision)
+    })
+}
+
+/// Rows of `cin * taps` values in (ci, tap) order rewritten in (tap, ci) order.
+fn taps_first<T: Copy + Default + Send + Sync>(src: &[T], cin: usize, taps: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let row = cin * taps;
+    let mut out = vec![T::default(); src.len()];
+    out.par_chunks_mut(row)
+        .zip(src.par_chunks(row))
+        .for_each(|(dst, src)| {
+            for (ci, of_channel) in src.chunks_exact(taps).enumerate() {
+                for (tap, v) in of_channel.iter().enumerate() {
+                    dst[tap * cin + ci] = *v;
+                }
+            }
+        });
+    out
+}
+
 /// [`with_f32`] for an optional tensor: `f(None)` when there is none.
 pub fn with_f32_opt<R>(
     op: &'static str,

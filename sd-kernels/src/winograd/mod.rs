@@ -28,6 +28,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::conv::DepthOrder;
 use crate::cpu::{Isa, TierGuard};
 use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
 use crate::input_map::InputMap;
@@ -124,6 +125,7 @@ impl Grid {
 pub(crate) fn conv3x3(
     variant: Variant,
     weight: &PackedMatrix,
+    order: DepthOrder,
     grid: Grid,
     input: &[f32],
     map: &InputMap,
@@ -132,13 +134,15 @@ pub(crate) fn conv3x3(
     out: &mut [f32],
 ) {
     match variant {
-        Variant::F2 => conv3x3_as::<F2>(weight, grid, input, map, bias, residual, out),
-        Variant::F4 => conv3x3_as::<F4>(weight, grid, input, map, bias, residual, out),
+        Variant::F2 => conv3x3_as::<F2>(weight, order, grid, input, map, bias, residual, out),
+        Variant::F4 => conv3x3_as::<F4>(weight, order, grid, input, map, bias, residual, out),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv3x3_as<W: Minimal + Transforms>(
     weight: &PackedMatrix,
+    order: DepthOrder,
     grid: Grid,
     input: &[f32],
     map: &InputMap,
@@ -168,7 +172,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
     }
     let positions = W::T * W::T;
     let precision = weight.precision();
-    let u = filter_transform::<W>(weight, cin, cout);
+    let u = filter_transform::<W>(weight, order, cin, cout);
     let isa = Isa::active();
     let (th, tw) = grid.tiles(W::M);
     let rows_total = batch * th;
@@ -235,16 +239,31 @@ fn conv3x3_as<W: Minimal + Transforms>(
 }
 
 /// U as `[cout][T²][cin]`: row `co` of the product for position `e` is at `(co * T² + e) * cin`.
-fn filter_transform<W: Minimal>(weight: &PackedMatrix, cin: usize, cout: usize) -> Vec<f32> {
+fn filter_transform<W: Minimal>(
+    weight: &PackedMatrix,
+    order: DepthOrder,
+    cin: usize,
+    cout: usize,
+) -> Vec<f32> {
     let positions = W::T * W::T;
     let mut u = Unwritten::new(cout * positions * cin);
     u.slots()
         .par_chunks_mut(positions * cin)
         .enumerate()
         .for_each_init(
-            || vec![0f32; cin * 9],
-            |g, (co, dst)| {
-                weight.unpack_line(co, g);
+            || (vec![0f32; cin * 9], vec![0f32; cin * 9]),
+            |(line, g), (co, dst)| {
+                weight.unpack_line(co, line);
+                match order {
+                    DepthOrder::ChannelMajor => g.copy_from_slice(line),
+                    DepthOrder::TapMajor => {
+                        for (tap, of_tap) in line.chunks_exact(cin).enumerate() {
+                            for (ci, v) in of_tap.iter().enumerate() {
+                                g[ci * 9 + tap] = *v;
+                            }
+                        }
+                    }
+                }
                 filters_of_one_output::<W>(g, dst);
             },
         );
@@ -603,6 +622,7 @@ mod tests {
         conv3x3(
             variant,
             &packed,
+            DepthOrder::ChannelMajor,
             grid,
             &xs,
             &InputMap::identity(),
@@ -684,7 +704,17 @@ mod tests {
             let conv = |input: &Tensor, map: &InputMap| {
                 let mut out = vec![0f32; b * cout * 4 * hs * ws];
                 let xs = input.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                conv3x3(variant, &packed, grid, &xs, map, None, None, &mut out);
+                conv3x3(
+                    variant,
+                    &packed,
+                    DepthOrder::ChannelMajor,
+                    grid,
+                    &xs,
+                    map,
+                    None,
+                    None,
+                    &mut out,
+                );
                 out
             };
             assert_eq!(conv(&x, &map), conv(&mapped, &identity), "{variant:?}");
