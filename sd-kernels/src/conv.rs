@@ -6,7 +6,9 @@
 //! over all their pixels instead, so the weights stream through the cache once per call.
 //! 1x1 stride-1 convolutions read the input as a plain matrix; 3x3 "same" ones on large images
 //! run as Winograd F(4x4, 3x3) in f32 (4 times fewer multiplies) and F(2x2, 3x3) in bf16 (2.25
-//! times fewer).
+//! times fewer). In bf16 on AMX, 3x3 "same" layers keep their weights in (tap, channel) order
+//! (`DepthOrder::TapMajor`) and run without patches where the image allows
+//! (`gemm::amx_window`).
 
 use std::mem::MaybeUninit;
 
