@@ -312,6 +312,79 @@ impl Conv2d {
         from_vec(unsafe { out.assume_written() }, out_shape)
     }
 
+    /// Whether this is a 1x1, stride 1, padding 0 convolution: a product per pixel, which
+    /// [`forward_tokens`](Self::forward_tokens) runs on tokens.
+    pub fn is_pointwise(&self) -> bool {
+        let g = self.geometry;
+        (self.kh, self.kw, g.stride, g.padding) == (1, 1, 1, 0)
+    }
+
+    /// A 1x1 convolution of the `h x w` feature map whose pixels are the rows of `tokens`
+    /// `[B, h*w, Cin]` (f32, CPU), plus bias and `residual` `[B, Cout, h, w]`: a transformer's
+    /// output projection. The product reads the tokens as they are; the map is never stored.
+    pub fn forward_tokens(
+        &self,
+        tokens: &Tensor,
+        (h, w): (usize, usize),
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let bad = |what: String| Error::Shape {
+            op: "conv2d tokens",
+            what,
+        };
+        if !self.is_pointwise() {
+            let g = self.geometry;
+            return Err(bad(format!(
+                "a {}x{} convolution (stride {}, padding {}) is not a per-token product",
+                self.kh, self.kw, g.stride, g.padding
+            )));
+        }
+        let (b, pixels, cin) = tokens.dims3()?;
+        if pixels != h * w || cin != self.cin {
+            return Err(bad(format!(
+                "tokens {:?} for a {h}x{w} map of {} channels",
+                tokens.dims(),
+                self.cin
+            )));
+        }
+        let out_shape = (b, self.cout, h, w);
+        if let Some(r) = residual {
+            if r.dims() != [b, self.cout, h, w] {
+                return Err(bad(format!(
+                    "residual {:?}, output {out_shape:?}",
+                    r.dims()
+                )));
+            }
+        }
+        let plane_out = self.cout * pixels;
+        let mut out = Unwritten::new(b * plane_out);
+        let run = |ts: &[f32], res: Option<&[f32]>, out: &mut [MaybeUninit<f32>]| {
+            for (i, c) in out.chunks_exact_mut(plane_out).enumerate() {
+                let epi = Epilogue {
+                    bias_row: self.bias.as_deref(),
+                    bias_col: None,
+                    residual: res.map(|r| &r[i * plane_out..(i + 1) * plane_out]),
+                    residual_ld: pixels,
+                };
+                let image =
+                    Strided::rows(&ts[i * pixels * cin..(i + 1) * pixels * cin], pixels, cin);
+                gemm::matmul_unwritten(
+                    MatOperand::Packed(&self.weight),
+                    image.into(),
+                    c,
+                    pixels,
+                    &epi,
+                    self.weight.precision(),
+                );
+            }
+        };
+        with_f32("conv2d tokens", tokens, |ts| {
+            with_f32_opt("conv2d tokens", residual, |rs| run(ts, rs, out.slots()))
+        })??;
+        // SAFETY: each image's product wrote all of its output.
+        from_vec(unsafe { out.assume_written() }, out_shape)
+    }
+
     /// Whether this is a 3x3, stride 1, padding 1 convolution (output size = input size).
     fn is_same_3x3(&self) -> bool {
         let g = self.geometry;
@@ -792,6 +865,43 @@ mod tests {
                 assert!(e < 1e-2, "case {i} {algorithm:?}: rel L2 {e}");
             }
         }
+    }
+
+    #[test]
+    fn a_pointwise_convolution_of_tokens_is_that_of_their_map() {
+        let (b, cin, cout, h, w) = (2, 40, 24, 5, 7);
+        let tokens = rand(&[b, h * w, cin], 91);
+        let map = tokens
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((b, cin, h, w))
+            .unwrap();
+        let wt = rand(&[cout, cin, 1, 1], 93);
+        let bias = rand(&[cout], 95);
+        let res = rand(&[b, cout, h, w], 97);
+        let pointwise = ConvGeometry {
+            stride: 1,
+            padding: 0,
+        };
+        for precision in [Precision::F32, Precision::Bf16] {
+            let conv = Conv2d::new(&wt, Some(&bias), pointwise, precision).unwrap();
+            assert!(conv.is_pointwise());
+            let want = conv.forward(&map, Some(&res)).unwrap();
+            let got = conv.forward_tokens(&tokens, (h, w), Some(&res)).unwrap();
+            let e = rel_l2(&got, &want);
+            assert!(e < 1e-6, "{precision:?}: rel L2 {e}");
+            assert!(conv.forward_tokens(&tokens, (w, h + 1), None).is_err());
+        }
+        let same = ConvGeometry {
+            stride: 1,
+            padding: 1,
+        };
+        let conv3 = Conv2d::new(&rand(&[cout, cin, 3, 3], 99), None, same, Precision::F32).unwrap();
+        assert!(!conv3.is_pointwise());
+        let err = conv3.forward_tokens(&tokens, (h, w), None).unwrap_err();
+        assert!(err.to_string().contains("per-token"), "{err}");
     }
 
     #[test]

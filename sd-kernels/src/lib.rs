@@ -9,6 +9,7 @@ pub mod cpu;
 mod error;
 pub mod gemm;
 pub mod input_map;
+pub mod layout;
 pub mod linear;
 pub mod math;
 pub mod nn;

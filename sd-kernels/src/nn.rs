@@ -273,6 +273,29 @@ impl Conv2d {
         self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
     }
 
+    /// `self(map) + residual` for the `h x w` map whose pixels are the rows of `tokens`
+    /// `[B, h*w, C]` (a transformer's `proj_out`). On the fast path a 1x1 convolution reads
+    /// the tokens as they are: the map is never stored.
+    pub fn forward_tokens(
+        &self,
+        tokens: &Tensor,
+        (h, w): (usize, usize),
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        if let Some(conv) = self.fusable(tokens) {
+            if conv.is_pointwise() {
+                let r = residual.map(to_f32).transpose()?;
+                return Ok(conv.forward_tokens(&to_f32(tokens)?, (h, w), r.as_ref())?);
+            }
+        }
+        let (b, _, c) = tokens.dims3()?;
+        let map = tokens
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, c, h, w))?;
+        self.forward_with(&map, None, residual)
+    }
+
     /// The fast convolution, when a map can be fused into it: CPU input, and no side branch
     /// (which would need the mapped input itself).
     fn fusable(&self, x: &Tensor) -> Option<&crate::Conv2d> {
@@ -300,6 +323,25 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_with(x, None, None)
     }
+}
+
+/// `[B, C, H, W]` -> `[B, H*W, C]` (a feature map's pixels as tokens): a banded transpose on
+/// the CPU for f32, candle's strided copy elsewhere.
+pub fn tokens_of_map(x: &Tensor) -> candle_core::Result<Tensor> {
+    if crate::tensor::is_cpu_f32(x) {
+        return Ok(crate::layout::tokens_of_map(x)?);
+    }
+    x.flatten_from(2)?.transpose(1, 2)?.contiguous()
+}
+
+/// `[B, H*W, C]` -> `[B, C, H, W]` (tokens back to a feature map): a banded transpose on the
+/// CPU for f32, candle's strided copy elsewhere.
+pub fn map_of_tokens(tokens: &Tensor, (h, w): (usize, usize)) -> candle_core::Result<Tensor> {
+    if crate::tensor::is_cpu_f32(tokens) {
+        return Ok(crate::layout::map_of_tokens(tokens, (h, w))?);
+    }
+    let (b, _, c) = tokens.dims3()?;
+    tokens.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))
 }
 
 /// Group normalisation with f32 statistics (`weight`, `bias` `[C]`), optionally fused with SiLU.

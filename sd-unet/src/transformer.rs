@@ -180,8 +180,8 @@ impl Transformer2DModel {
         weights: Option<&Tensor>,
         mode: AttentionMode,
     ) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let to_tokens = |t: Tensor| t.flatten_from(2)?.transpose(1, 2)?.contiguous();
+        let (_, _, h, w) = x.dims4()?;
+        let to_tokens = |t: Tensor| sd_kernels::nn::tokens_of_map(&t);
         let normed = self.norm.forward(x)?;
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(&normed)?)?,
@@ -190,10 +190,11 @@ impl Transformer2DModel {
         for block in &self.blocks {
             tokens = block.forward(&tokens, context, weights, mode)?;
         }
-        let to_map = |t: Tensor| t.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w));
         match &self.proj_out {
-            Projection::Conv(conv) => conv.forward_with(&to_map(tokens)?, None, Some(x)),
-            Projection::Linear(lin) => to_map(lin.forward(&tokens)?)? + x,
+            Projection::Conv(conv) => conv.forward_tokens(&tokens, (h, w), Some(x)),
+            Projection::Linear(lin) => {
+                sd_kernels::nn::map_of_tokens(&lin.forward(&tokens)?, (h, w))? + x
+            }
         }
     }
 }
