@@ -50,12 +50,7 @@ impl MidAttention {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let dtype = x.dtype();
-        let tokens = self
-            .group_norm
-            .forward(x)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let tokens = sd_kernels::nn::tokens_of_map(&self.group_norm.forward(x)?)?;
         if sd_kernels::tensor::is_cpu_f32(&tokens) {
             let (q, k, v) = (
                 self.to_q.forward(&tokens)?,
@@ -65,9 +60,9 @@ impl MidAttention {
             let scale = 1.0 / (self.channels as f32).sqrt();
             let attended = sd_kernels::attention(&q, &k, &v, 1, scale, None, self.precision)
                 .map_err(candle_core::Error::from)?;
-            let residual = x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+            let residual = sd_kernels::nn::tokens_of_map(x)?;
             let out = self.to_out.forward_residual(&attended, &residual)?;
-            return Ok(out.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?);
+            return Ok(sd_kernels::nn::map_of_tokens(&out, (h, w))?);
         }
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
         let q = f32(self.to_q.forward(&tokens)?)?;
