@@ -135,6 +135,14 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// One whole mapped row (`out`: `2 w` values when upsampling, else `w`) from its source
+    /// row `src` (`w` values).
+    fn map_row(src: &[f32], map: PlaneMap, out: &mut [f32]) {
+        map.row(src, 0, out)
+    }
+}
+
 impl PlaneMap {
     /// Mapped values `x0..x0 + out.len()` of one row of the mapped image, from its source
     /// row (all inside the image).

@@ -26,6 +26,7 @@ use super::avx512::{interleave_bf16, store};
 use super::kernel::Tile;
 use super::{KernelId, PackedMatrix};
 use crate::cpu::Isa;
+use crate::input_map::{map_row, InputMap};
 
 /// Output pixels per image below which the general path runs. At 16² (the smallest image
 /// with whole 16-pixel rows) this path already ran 1.38-1.40x faster (1280 channels, 2
@@ -122,8 +123,10 @@ impl Window<'_> {
     }
 }
 
-/// `out[i] = conv(x[i]) + bias_i (+ residual[i])` for `b` images `[cin, h, w]` in `x`, output
-/// `[b, cout, h, w]`; `bias` holds `cout` values per image (or one row for all).
+/// `out[i] = conv(map(x[i])) + bias_i (+ residual[i])` for `b` source images in `x` whose
+/// mapped size is `h x w` (`map`: a GroupNorm's affine map, SiLU, upsampling, applied as the
+/// padded copy is made), output `[b, cout, h, w]`; `bias` holds `cout` values per image (or
+/// one row for all).
 ///
 /// # Panics
 /// When [`applies`] does not hold or a slice is too short.
@@ -131,6 +134,7 @@ impl Window<'_> {
 pub(crate) fn conv3x3(
     weight: &PackedMatrix,
     x: &[f32],
+    map: &InputMap,
     (b, cin, h, w): (usize, usize, usize, usize),
     bias: Option<&[f32]>,
     bias_per_image: bool,
@@ -144,8 +148,11 @@ pub(crate) fn conv3x3(
     let cout = weight.lines();
     assert_eq!(weight.depth(), cin * 9, "amx_window: weights are not 3x3");
     let pixels = h * w;
-    assert!(x.len() >= b * cin * pixels && out.len() >= b * cout * pixels);
-    let image = padded_pairs(x, b, cin, h, w);
+    let (hs, ws) = map
+        .source_size(h, w)
+        .expect("amx_window: an upsampled size is even");
+    assert!(x.len() >= b * cin * hs * ws && out.len() >= b * cout * pixels);
+    let image = padded_pairs(x, map, b, cin, h, w);
     let weights: &[u16] = weight.data.buf.slice(weight.data.len);
     let win = Window {
         image: &image,
@@ -232,24 +239,38 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `[b, cin/2, h+2, w+2, 2]` bf16 bits: channel pairs interleaved, a zero border of one pixel.
-fn padded_pairs(x: &[f32], b: usize, cin: usize, h: usize, w: usize) -> Vec<u16> {
+/// `[b, cin/2, h+2, w+2, 2]` bf16 bits of the mapped `h x w` images: channel pairs
+/// interleaved, a zero border of one pixel.
+fn padded_pairs(x: &[f32], map: &InputMap, b: usize, cin: usize, h: usize, w: usize) -> Vec<u16> {
     let plane = (h + 2) * (w + 2) * 2;
+    let (hs, ws) = map.source_size(h, w).expect("checked by the caller");
     let mut image = vec![0u16; b * cin / 2 * plane];
-    image
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(pair, dst)| {
+    image.par_chunks_mut(plane).enumerate().for_each_init(
+        || vec![0f32; 2 * w],
+        |rows, (pair, dst)| {
             let (i, cp) = (pair / (cin / 2), pair % (cin / 2));
-            let c0 = (i * cin + 2 * cp) * h * w;
+            let (c0, c1) = (2 * cp, 2 * cp + 1);
+            let source = |c: usize, sy: usize| {
+                let at = ((i * cin + c) * hs + sy) * ws;
+                &x[at..at + ws]
+            };
+            let maps = [map.plane(i, c0, cin), map.plane(i, c1, cin)];
             for y in 0..h {
-                let r0 = &x[c0 + y * w..c0 + (y + 1) * w];
-                let r1 = &x[c0 + h * w + y * w..c0 + h * w + (y + 1) * w];
+                let sy = if map.upsample { y / 2 } else { y };
                 let d = &mut dst[((y + 1) * (w + 2) + 1) * 2..][..2 * w];
+                let (r0, r1) = if map.is_identity() {
+                    (source(c0, sy), source(c1, sy))
+                } else {
+                    let (m0, m1) = rows.split_at_mut(w);
+                    map_row(source(c0, sy), maps[0], m0);
+                    map_row(source(c1, sy), maps[1], m1);
+                    (&*m0, &*m1)
+                };
                 // SAFETY: AVX-512 BF16 comes with AMX (`applies`); w is a multiple of 16;
                 // both rows hold w values and `d` 2 w.
                 unsafe { interleave_bf16(r0.as_ptr(), r1.as_ptr(), w, d.as_mut_ptr()) };
             }
-        });
+        },
+    );
     image
 }
