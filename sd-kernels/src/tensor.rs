@@ -39,23 +39,7 @@ pub(crate) fn pack_weight(
     side: Side,
     precision: Precision,
 ) -> Result<PackedMatrix> {
-    let t = t.to_device(&Device::Cpu)?;
-    if t.dtype() == DType::BF16 {
-        let t = t.contiguous()?;
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cpu(CpuStorage::BF16(data)) = &*storage else {
-            unreachable!("checked: bf16 on the CPU");
-        };
-        let start = layout.start_offset();
-        let data = &data[start..start + layout.shape().elem_count()];
-        return Ok(PackedMatrix::pack_bf16_rows(
-            data, lines, depth, side, precision,
-        ));
-    }
-    let t = t.to_dtype(DType::F32)?;
-    with_f32(op, &t, |d| {
-        PackedMatrix::pack(Strided::rows(d, lines, depth), side, precision)
-    })
+    pack_weight_rows(op, t, (lines, depth), side, precision, None)
 }
 
 /// [`pack_weight`] of a convolution's weight `[cout, cin, kh, kw]` with its depth in (ky, kx,
@@ -68,7 +52,20 @@ pub(crate) fn pack_weight_taps_first(
     precision: Precision,
 ) -> Result<PackedMatrix> {
     let (cout, cin, kh, kw) = t.dims4()?;
-    let (taps, depth) = (kh * kw, cin * kh * kw);
+    let shape = (cout, cin * kh * kw);
+    pack_weight_rows(op, t, shape, side, precision, Some((cin, kh * kw)))
+}
+
+/// [`pack_weight`], each row first rewritten from (ci, tap) to (tap, ci) order when
+/// `reorder` gives (cin, taps).
+fn pack_weight_rows(
+    op: &'static str,
+    t: &Tensor,
+    (lines, depth): (usize, usize),
+    side: Side,
+    precision: Precision,
+    reorder: Option<(usize, usize)>,
+) -> Result<PackedMatrix> {
     let t = t.to_device(&Device::Cpu)?;
     if t.dtype() == DType::BF16 {
         let t = t.contiguous()?;
@@ -77,15 +74,22 @@ pub(crate) fn pack_weight_taps_first(
             unreachable!("checked: bf16 on the CPU");
         };
         let start = layout.start_offset();
-        let rows = taps_first(&data[start..start + cout * depth], cin, taps);
-        return Ok(PackedMatrix::pack_bf16_rows(
-            &rows, cout, depth, side, precision,
-        ));
+        let data = &data[start..start + layout.shape().elem_count()];
+        let pack =
+            |rows: &[half::bf16]| PackedMatrix::pack_bf16_rows(rows, lines, depth, side, precision);
+        return Ok(match reorder {
+            Some((cin, taps)) => pack(&taps_first(data, cin, taps)),
+            None => pack(data),
+        });
     }
     let t = t.to_dtype(DType::F32)?;
     with_f32(op, &t, |d| {
-        let rows = taps_first(d, cin, taps);
-        PackedMatrix::pack(Strided::rows(&rows, cout, depth), side, precision)
+        let pack =
+            |rows: &[f32]| PackedMatrix::pack(Strided::rows(rows, lines, depth), side, precision);
+        match reorder {
+            Some((cin, taps)) => pack(&taps_first(d, cin, taps)),
+            None => pack(d),
+        }
     })
 }
 
