@@ -827,12 +827,16 @@ mod tests {
                 .unwrap()
         };
         // (batch, cin, cout, h, w): a partial panel of output channels, 64-wide rows,
-        // 16-wide rows (two rows a tile), several 32-channel blocks, two passes over them.
+        // 16-wide rows (two rows a tile), several 32-channel blocks, two passes over them;
+        // rows of 8 and 12 pixels (the column-shifted copies), a last tile of 16 pixels.
         let cases = [
             (2, 64, 40, 32, 32),
             (1, 32, 64, 16, 64),
             (2, 96, 32, 64, 16),
             (1, 160, 40, 16, 16),
+            (2, 64, 40, 8, 8),
+            (1, 32, 40, 10, 8),
+            (1, 160, 40, 12, 12),
         ];
         let same = ConvGeometry {
             stride: 1,
@@ -908,7 +912,7 @@ mod tests {
             }
             // The layer's other paths read the same (tap, channel)-ordered weights: patches
             // of an image too small for the window, and Winograd.
-            let small = x.narrow(2, 0, 8).unwrap().narrow(3, 0, 16).unwrap();
+            let small = x.narrow(2, 0, 4).unwrap().narrow(3, 0, 4).unwrap();
             let got = with_isa(Isa::Amx, || conv.forward(&small, None).unwrap());
             let exact = bf16(&small).conv2d(&bf16(&wt), 1, 1, 1, 1).unwrap();
             let e = rel_l2(&got, &plus(&exact, &bias.unsqueeze(0).unwrap()));

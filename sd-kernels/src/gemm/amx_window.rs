@@ -6,7 +6,10 @@
 //! (2r, 2r + 1) at 16 consecutive pixels. In the padded image `[Cin/2, H+2, W+2, 2]` the 16
 //! pairs a tap (ky, kx) needs for output pixels (oy, ox..ox+16) are the 64 contiguous bytes at
 //! (oy + ky, ox + kx) of one channel-pair plane, and the next row of the tile is the same
-//! place one plane further on: the tile loads with the plane size as its row stride. So the
+//! place one plane further on: the tile loads with the plane size as its row stride. (Images
+//! whose width is not a multiple of 16 get three copies instead, one per kx, each shifted by
+//! kx - 1 columns with no side padding: then any 16 consecutive pixels in raster order are
+//! contiguous, rows and all; see [`Layout`].) So the
 //! product runs over k = (tap, channel) with no packing at all, where the general path packed
 //! (and converted) 9 Cin values per output pixel per call (about 40% of a bf16 conv's time).
 //!
@@ -23,15 +26,15 @@ use rayon::prelude::*;
 
 use super::amx::{configure_thread, store_accumulators, tile_step, zero_accumulators};
 use super::avx512::{interleave_bf16, store};
-use super::kernel::Tile;
+use super::kernel::{bf16_bits, Tile};
 use super::{KernelId, PackedMatrix};
 use crate::cpu::Isa;
 use crate::input_map::{map_row, InputMap};
 
-/// Output pixels per image below which the general path runs. At 16² (the smallest image
-/// with whole 16-pixel rows) this path already ran 1.38-1.40x faster (1280 channels, 2
-/// images).
-pub(crate) const MIN_PIXELS: usize = 256;
+/// Output pixels per image below which the general path runs. Paired against it (2 images,
+/// bf16): 1280 ch 16² 1.38x, 2560->1280 16² 1.40x, 1280 ch 8² 1.16x, 2560->1280 8² 1.04x,
+/// 640 ch 24² 1.19x, 1280 ch 12² 1.01x; 4² (16 pixels) stays general.
+pub(crate) const MIN_PIXELS: usize = 64;
 
 /// Output pixels a task takes (eight rows of a 64-wide image): the weights are read once per
 /// task. Paired runs against 128: 1.13-1.38x (with the passes below); 1024 and 256 were
@@ -46,21 +49,41 @@ const BLOCKS_PER_PASS: usize = 4;
 
 /// Whether a 3x3, stride 1, padding 1 convolution of `cin` channels with (tap, channel)
 /// ordered weights packed as `weight`, on `h x w` images, runs here: weights packed for AMX,
-/// whole 32-channel blocks, rows of whole 16-pixel tiles, whole 32-pixel tiles per image,
-/// and enough pixels.
+/// whole 32-channel blocks, whole 16-pixel halves of tiles per image, and enough pixels.
 pub(crate) fn applies(weight: &PackedMatrix, cin: usize, h: usize, w: usize) -> bool {
     weight.kernel == KernelId::Amx
         && Isa::active() == Isa::Amx
         && cin.is_multiple_of(32)
-        && w.is_multiple_of(16)
-        && (h * w).is_multiple_of(32)
+        && (h * w).is_multiple_of(16)
         && h * w >= MIN_PIXELS
+}
+
+/// How the padded copy of the input is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// `[B, Cin/2, H+2, W+2, 2]`, for rows of whole 16-pixel halves (W a multiple of 16).
+    Padded,
+    /// `[B, 3, Cin/2, H+2, W, 2]`: copy kx holds the input shifted by kx - 1 columns (zeros past
+    /// the edges), so any 16 consecutive pixels in raster order are contiguous (any W, at
+    /// three times the copy).
+    Shifted,
+}
+
+impl Layout {
+    fn of(w: usize) -> Self {
+        if w.is_multiple_of(16) {
+            Layout::Padded
+        } else {
+            Layout::Shifted
+        }
+    }
 }
 
 /// One convolution's operands, shared by its tasks.
 struct Window<'a> {
-    /// Padded pair-interleaved input, `[B, Cin/2, H+2, W+2, 2]` bf16 bits.
+    /// Padded pair-interleaved input, bf16 bits, laid out as `layout` says.
     image: &'a [u16],
+    layout: Layout,
     /// Weights as packed for AMX: by 32-line panel of output channels, then (tap, 32-channel
     /// block) step, then 32 lines of 32 channels, bf16 bits.
     weights: &'a [u16],
@@ -77,7 +100,24 @@ impl Window<'_> {
 
     /// u16 values in one channel-pair plane of the padded image.
     fn plane(&self) -> usize {
-        (self.h + 2) * (self.w + 2) * 2
+        plane_len(self.layout, self.h, self.w)
+    }
+
+    /// u16 values per image of the padded copy.
+    fn image_len(&self) -> usize {
+        copies(self.layout) * (self.cin / 2) * self.plane()
+    }
+
+    /// Where the 16 pixels from `p` (raster order) read tap (ky, kx) in an image's first
+    /// channel-pair plane.
+    fn segment(&self, p: usize, ky: usize, kx: usize) -> usize {
+        match self.layout {
+            Layout::Padded => {
+                let (oy, ox) = (p / self.w, p % self.w);
+                ((oy + ky) * (self.w + 2) + ox + kx) * 2
+            }
+            Layout::Shifted => kx * (self.cin / 2) * self.plane() + (p + ky * self.w) * 2,
+        }
     }
 
     /// The 32 x 32 output tile for channels `32 panel..` and pixels `p0..p0 + 32` of image
@@ -98,16 +138,21 @@ impl Window<'_> {
         configure_thread();
         zero_accumulators();
         let (plane, blocks) = (self.plane(), self.blocks());
-        let image = self.image.as_ptr().add(i * (self.cin / 2) * plane);
+        let image = self.image.as_ptr().add(i * self.image_len());
         let weights = self.weights.as_ptr().add(panel * 9 * blocks * 1024);
-        // The two 16-pixel halves of the tile (each inside one row, as w is a multiple of 16).
-        let at = |p: usize, ky: usize, kx: usize| {
-            let (oy, ox) = (p / self.w, p % self.w);
-            ((oy + ky) * (self.w + 2) + ox + kx) * 2
+        // The tile's two 16-pixel halves (the second repeats the first past the last pixel;
+        // those columns are not stored).
+        let p1 = if p0 + 16 < self.h * self.w {
+            p0 + 16
+        } else {
+            p0
         };
         for tap in 0..9 {
             let (ky, kx) = (tap / 3, tap % 3);
-            let halves = [image.add(at(p0, ky, kx)), image.add(at(p0 + 16, ky, kx))];
+            let halves = [
+                image.add(self.segment(p0, ky, kx)),
+                image.add(self.segment(p1, ky, kx)),
+            ];
             for blk in range.clone() {
                 let a = weights.add((tap * blocks + blk) * 1024);
                 let off = blk * 16 * plane;
@@ -156,6 +201,7 @@ pub(crate) fn conv3x3(
     let weights: &[u16] = weight.data.buf.slice(weight.data.len);
     let win = Window {
         image: &image,
+        layout: Layout::of(w),
         weights,
         cin,
         cout,
@@ -215,7 +261,7 @@ impl Job<'_> {
                         c: self.out.0.add(at),
                         ldc: plane_px,
                         rows: 32.min(cout - co0),
-                        cols: 32,
+                        cols: 32.min(plane_px - p0),
                         first: b0 == 0,
                         bias_row,
                         bias_col: std::ptr::null(),
@@ -239,16 +285,34 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `[b, cin/2, h+2, w+2, 2]` bf16 bits of the mapped `h x w` images: channel pairs
-/// interleaved, a zero border of one pixel.
+/// u16 values in one channel-pair plane of the padded copy.
+fn plane_len(layout: Layout, h: usize, w: usize) -> usize {
+    match layout {
+        Layout::Padded => (h + 2) * (w + 2) * 2,
+        Layout::Shifted => (h + 2) * w * 2,
+    }
+}
+
+/// Copies of the input per image.
+fn copies(layout: Layout) -> usize {
+    match layout {
+        Layout::Padded => 1,
+        Layout::Shifted => 3,
+    }
+}
+
+/// The padded copy (see [`Layout`]) of the mapped `h x w` images, bf16 bits: channel pairs
+/// interleaved, zeros around.
 fn padded_pairs(x: &[f32], map: &InputMap, b: usize, cin: usize, h: usize, w: usize) -> Vec<u16> {
-    let plane = (h + 2) * (w + 2) * 2;
+    let layout = Layout::of(w);
+    let plane = plane_len(layout, h, w);
+    let (pairs, copies) = (cin / 2, copies(layout));
     let (hs, ws) = map.source_size(h, w).expect("checked by the caller");
-    let mut image = vec![0u16; b * cin / 2 * plane];
+    let mut image = vec![0u16; b * copies * pairs * plane];
     image.par_chunks_mut(plane).enumerate().for_each_init(
         || vec![0f32; 2 * w],
-        |rows, (pair, dst)| {
-            let (i, cp) = (pair / (cin / 2), pair % (cin / 2));
+        |rows, (n, dst)| {
+            let (i, kx, cp) = (n / (copies * pairs), (n / pairs) % copies, n % pairs);
             let (c0, c1) = (2 * cp, 2 * cp + 1);
             let source = |c: usize, sy: usize| {
                 let at = ((i * cin + c) * hs + sy) * ws;
@@ -257,7 +321,6 @@ fn padded_pairs(x: &[f32], map: &InputMap, b: usize, cin: usize, h: usize, w: us
             let maps = [map.plane(i, c0, cin), map.plane(i, c1, cin)];
             for y in 0..h {
                 let sy = if map.upsample { y / 2 } else { y };
-                let d = &mut dst[((y + 1) * (w + 2) + 1) * 2..][..2 * w];
                 let (r0, r1) = if map.is_identity() {
                     (source(c0, sy), source(c1, sy))
                 } else {
@@ -266,9 +329,25 @@ fn padded_pairs(x: &[f32], map: &InputMap, b: usize, cin: usize, h: usize, w: us
                     map_row(source(c1, sy), maps[1], m1);
                     (&*m0, &*m1)
                 };
-                // SAFETY: AVX-512 BF16 comes with AMX (`applies`); w is a multiple of 16;
-                // both rows hold w values and `d` 2 w.
-                unsafe { interleave_bf16(r0.as_ptr(), r1.as_ptr(), w, d.as_mut_ptr()) };
+                match layout {
+                    Layout::Padded => {
+                        let d = &mut dst[((y + 1) * (w + 2) + 1) * 2..][..2 * w];
+                        // SAFETY: AVX-512 BF16 comes with AMX (`applies`); w is a multiple
+                        // of 16; both rows hold w values and `d` 2 w.
+                        unsafe { interleave_bf16(r0.as_ptr(), r1.as_ptr(), w, d.as_mut_ptr()) };
+                    }
+                    Layout::Shifted => {
+                        // Column x of copy kx is source column x + kx - 1.
+                        let d = &mut dst[(y + 1) * w * 2..][..2 * w];
+                        for (x, pair) in d.chunks_exact_mut(2).enumerate() {
+                            let Some(sx) = (x + kx).checked_sub(1).filter(|&sx| sx < w) else {
+                                continue;
+                            };
+                            pair[0] = bf16_bits(r0[sx]);
+                            pair[1] = bf16_bits(r1[sx]);
+                        }
+                    }
+                }
             }
         },
     );
