@@ -41,40 +41,7 @@ pub const QUERY_TILE: usize = 128;
 const QUERY_PANEL: usize = 32;
 
 multiversion! {
-    /// Column-wise max of a `rows x cols` row-major matrix into `max`.
-    fn column_max(s: &[f32], cols: usize, max: &mut [f32]) {
-        max.fill(f32::NEG_INFINITY);
-        for row in s.chunks_exact(cols) {
-            for (m, v) in max.iter_mut().zip(row) {
-                *m = m.max(*v);
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// In place: e = exp(scale (s - max_col)); sum_col += e; s = e * w_row. `max` is
-    /// overwritten (it becomes max * scale * log2 e, so each value costs one fused multiply-add
-    /// before the power of two).
-    fn exp_rows(s: &mut [f32], cols: usize, max: &mut [f32], scale: f32, weights: Option<&[f32]>, sum: &mut [f32]) {
-        let c = scale * std::f32::consts::LOG2_E;
-        for m in max.iter_mut() {
-            *m *= c;
-        }
-        sum.fill(0.0);
-        for (j, row) in s.chunks_exact_mut(cols).enumerate() {
-            let w = weights.map_or(1.0, |w| w[j]);
-            for ((v, m), acc) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
-                let e = math::exp2_nonpositive(v.mul_add(c, -m));
-                *acc += e;
-                *v = e * w;
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// [`column_max`] of a full panel (`QUERY_PANEL` columns), the maxima kept in registers.
+    /// Column-wise max of a `[rows, QUERY_PANEL]` row-major matrix, kept in registers.
     fn panel_max(s: &[f32], max: &mut [f32; QUERY_PANEL]) {
         let mut m = [f32::NEG_INFINITY; QUERY_PANEL];
         let (rows, _) = s.as_chunks::<QUERY_PANEL>();
@@ -88,7 +55,9 @@ multiversion! {
 }
 
 multiversion! {
-    /// [`exp_rows`] on a full panel, the maxima and sums kept in registers.
+    /// In place on a `[rows, QUERY_PANEL]` matrix: e = exp(scale (s - max_col)),
+    /// sum_col = Σ e, s = e * w_row (scale folded into log2 e, so each value costs one fused
+    /// multiply-add before the power of two); the maxima and sums kept in registers.
     fn panel_exp(s: &mut [f32], max: &[f32; QUERY_PANEL], scale: f32, weights: Option<&[f32]>, sum: &mut [f32; QUERY_PANEL]) {
         let c = scale * std::f32::consts::LOG2_E;
         let m = max.map(|m| m * c);
@@ -220,8 +189,9 @@ pub fn attention(
                     for h in 0..heads {
                         let (kp, vtp) = &packed[bi * heads + h];
                         for p0 in (0..rows).step_by(QUERY_PANEL) {
+                            // A last panel of n < 32 queries keeps the 32-wide layout; its
+                            // other columns hold finite leftovers, scored but never read.
                             let n = QUERY_PANEL.min(rows - p0);
-                            let s = &mut s[..lk * n];
                             let qt = Strided {
                                 data: &qs[(bi * lq + q0 + p0) * hd + h * d..],
                                 lines: n,
@@ -232,21 +202,22 @@ pub fn attention(
                             matmul(
                                 MatOperand::Packed(kp),
                                 qt.into(),
-                                s,
-                                n,
+                                &mut s,
+                                QUERY_PANEL,
                                 &Epilogue::NONE,
                                 precision,
                             );
-                            if n == QUERY_PANEL {
-                                panel_max(s, &mut max);
-                                panel_exp(s, &max, scale, w, &mut sum);
-                            } else {
-                                column_max(s, n, &mut max[..n]);
-                                exp_rows(s, n, &mut max[..n], scale, w, &mut sum[..n]);
-                            }
+                            panel_max(&s, &mut max);
+                            panel_exp(&mut s, &max, scale, w, &mut sum);
                             // A full panel of scores is already in the layout the kernels
-                            // read (one row of n queries per key): no packing.
-                            let e = Strided::cols(s, lk, n);
+                            // read (one row of 32 queries per key): no packing.
+                            let e = Strided {
+                                data: &s,
+                                lines: n,
+                                depth: lk,
+                                line_stride: 1,
+                                depth_stride: QUERY_PANEL,
+                            };
                             matmul(
                                 MatOperand::Packed(vtp),
                                 e.into(),
