@@ -403,8 +403,7 @@ impl Conv2d {
 
     /// Whether this is a 3x3, stride 1, padding 1 convolution (output size = input size).
     fn is_same_3x3(&self) -> bool {
-        let g = self.geometry;
-        self.kh == 3 && self.kw == 3 && g.stride == 1 && g.padding == 1
+        same_3x3((self.kh, self.kw), self.geometry)
     }
 
     /// The Winograd variant this call runs as, if any: a 3x3 "same" convolution, on an image
@@ -477,7 +476,6 @@ impl Conv2d {
             w,
             wo,
             pixels: ho * wo,
-            plane: self.cin * h * w,
             kh: self.kh,
             kw: self.kw,
             stride: g.stride,
@@ -555,17 +553,17 @@ fn tap_major_pays(
     (kh, kw): (usize, usize),
     geometry: ConvGeometry,
 ) -> bool {
-    let same = (kh, kw) == (3, 3)
-        && geometry
-            == ConvGeometry {
-                stride: 1,
-                padding: 1,
-            };
     cfg!(target_arch = "x86_64")
-        && same
+        && same_3x3((kh, kw), geometry)
         && precision == Precision::Bf16
         && cin.is_multiple_of(32)
         && crate::cpu::Isa::active() == crate::cpu::Isa::Amx
+}
+
+/// Whether a `kh x kw` kernel with `geometry` is a 3x3, stride 1, padding 1 ("same")
+/// convolution.
+fn same_3x3(kernel: (usize, usize), geometry: ConvGeometry) -> bool {
+    kernel == (3, 3) && (geometry.stride, geometry.padding) == (1, 1)
 }
 
 /// Batches of images smaller than this many output pixels each run as one product (lines =
@@ -586,8 +584,6 @@ struct Patches<'a> {
     wo: usize,
     /// Output pixels per image (`ho * wo`): lines per image.
     pixels: usize,
-    /// Input values per image (`cin * h * w`).
-    plane: usize,
     kh: usize,
     kw: usize,
     stride: usize,
@@ -617,7 +613,7 @@ impl Patches<'_> {
         let area = self.h * self.w;
         let (s, pad) = (self.stride, self.padding as isize);
         for seg in segments {
-            let at = seg.image * self.plane + ci * area;
+            let at = (seg.image * self.cin + ci) * area;
             let plane = &self.input[at..at + area];
             let out = &mut out[seg.at..seg.at + seg.len];
             let iy = (seg.oy * s) as isize + ky as isize - pad;

@@ -288,12 +288,7 @@ impl Conv2d {
                 return Ok(conv.forward_tokens(&to_f32(tokens)?, (h, w), r.as_ref())?);
             }
         }
-        let (b, _, c) = tokens.dims3()?;
-        let map = tokens
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, c, h, w))?;
-        self.forward_with(&map, None, residual)
+        self.forward_with(&map_of_tokens(tokens, (h, w))?, None, residual)
     }
 
     /// The fast convolution, when a map can be fused into it: CPU input, and no side branch
