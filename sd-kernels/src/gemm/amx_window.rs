@@ -197,11 +197,12 @@ pub(crate) fn conv3x3(
         .source_size(h, w)
         .expect("amx_window: an upsampled size is even");
     assert!(x.len() >= b * cin * hs * ws && out.len() >= b * cout * pixels);
-    let image = padded_pairs(x, map, b, cin, h, w);
+    let layout = Layout::of(w);
+    let image = padded_pairs(layout, x, map, b, cin, h, w);
     let weights: &[u16] = weight.data.buf.slice(weight.data.len);
     let win = Window {
         image: &image,
-        layout: Layout::of(w),
+        layout,
         weights,
         cin,
         cout,
@@ -237,7 +238,8 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Every output channel of image `i` at `pixels` (whole 32-pixel tiles).
+    /// Every output channel of image `i` at `pixels` (32-pixel tiles; the image's last may be
+    /// 16).
     ///
     /// # Safety
     /// AMX is usable; the range lies in the image; no other task writes it.
@@ -303,8 +305,15 @@ fn copies(layout: Layout) -> usize {
 
 /// The padded copy (see [`Layout`]) of the mapped `h x w` images, bf16 bits: channel pairs
 /// interleaved, zeros around.
-fn padded_pairs(x: &[f32], map: &InputMap, b: usize, cin: usize, h: usize, w: usize) -> Vec<u16> {
-    let layout = Layout::of(w);
+fn padded_pairs(
+    layout: Layout,
+    x: &[f32],
+    map: &InputMap,
+    b: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+) -> Vec<u16> {
     let plane = plane_len(layout, h, w);
     let (pairs, copies) = (cin / 2, copies(layout));
     let (hs, ws) = map.source_size(h, w).expect("checked by the caller");
