@@ -7,38 +7,15 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::tensor::{from_vec, with_f32, Unwritten};
 
-/// Pixels per band: a band's tokens (`BLOCK x C` floats, 40 KiB at 320 channels) stay in
-/// cache while every channel's strip of it is written.
+/// Output rows per band: a band (`BLOCK` rows, 40 KiB at 320 channels) stays in cache while
+/// every input row's strip of it is written.
 const BLOCK: usize = 32;
 
 /// `[B, C, H, W]` (f32, CPU) -> `[B, H*W, C]`.
 pub fn tokens_of_map(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    let hw = h * w;
-    let mut out = Unwritten::new(b * hw * c);
-    with_f32("tokens_of_map", x, |xs| {
-        // One task per image and band of BLOCK pixels: it writes rows p0..p0+BLOCK of the
-        // image's [hw, c] tokens, reading BLOCK-wide strips of every channel plane.
-        out.slots()
-            .par_chunks_mut(hw * c)
-            .zip(xs.par_chunks(c * hw))
-            .for_each(|(tokens, image)| {
-                tokens
-                    .par_chunks_mut(BLOCK * c)
-                    .enumerate()
-                    .for_each(|(band, dst)| {
-                        let (p0, pixels) = (band * BLOCK, dst.len() / c);
-                        for ch in 0..c {
-                            let src = &image[ch * hw + p0..ch * hw + p0 + pixels];
-                            for (p, v) in src.iter().enumerate() {
-                                dst[p * c + ch].write(*v);
-                            }
-                        }
-                    })
-            });
-    })?;
-    // SAFETY: every (pixel, channel) of every image was written above.
-    from_vec(unsafe { out.assume_written() }, (b, hw, c))
+    let out = with_f32("tokens_of_map", x, |xs| transpose_images(xs, b, c, h * w))?;
+    from_vec(out, (b, h * w, c))
 }
 
 /// `[B, H*W, C]` (f32, CPU) -> `[B, C, H, W]` for the given `h x w`.
@@ -50,28 +27,34 @@ pub fn map_of_tokens(tokens: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> 
             what: format!("tokens {:?} for a {h}x{w} map", tokens.dims()),
         });
     }
-    let mut out = Unwritten::new(b * c * hw);
-    with_f32("map_of_tokens", tokens, |ts| {
-        // One task per image and band of BLOCK channels: it writes those channels' planes,
-        // reading BLOCK values of every token.
-        out.slots()
-            .par_chunks_mut(c * hw)
-            .zip(ts.par_chunks(hw * c))
-            .for_each(|(map, image)| {
-                map.par_chunks_mut(BLOCK * hw)
-                    .enumerate()
-                    .for_each(|(band, dst)| {
-                        let (c0, channels) = (band * BLOCK, dst.len() / hw);
-                        for (p, token) in image.chunks_exact(c).enumerate() {
-                            for (ch, v) in token[c0..c0 + channels].iter().enumerate() {
-                                dst[ch * hw + p].write(*v);
-                            }
+    let out = with_f32("map_of_tokens", tokens, |ts| transpose_images(ts, b, hw, c))?;
+    from_vec(out, (b, c, h, w))
+}
+
+/// Each of `b` row-major `[rows, cols]` matrices in `src` transposed to `[cols, rows]`. One
+/// task per image and band of `BLOCK` output rows: it reads a `BLOCK`-wide strip of every
+/// input row.
+fn transpose_images(src: &[f32], b: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let len = rows * cols;
+    let mut out = Unwritten::new(b * len);
+    out.slots()
+        .par_chunks_mut(len)
+        .zip(src[..b * len].par_chunks(len))
+        .for_each(|(image_out, image)| {
+            image_out
+                .par_chunks_mut(BLOCK * rows)
+                .enumerate()
+                .for_each(|(band, dst)| {
+                    let (c0, n) = (band * BLOCK, dst.len() / rows);
+                    for (r, row) in image.chunks_exact(cols).enumerate() {
+                        for (j, v) in row[c0..c0 + n].iter().enumerate() {
+                            dst[j * rows + r].write(*v);
                         }
-                    })
-            });
-    })?;
-    // SAFETY: every (channel, pixel) of every image was written above.
-    from_vec(unsafe { out.assume_written() }, (b, c, h, w))
+                    }
+                })
+        });
+    // SAFETY: every (column, row) of every image was written above.
+    unsafe { out.assume_written() }
 }
 
 #[cfg(test)]
