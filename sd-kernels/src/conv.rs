@@ -6,7 +6,7 @@
 //! over all their pixels instead, so the weights stream through the cache once per call.
 //! 1x1 stride-1 convolutions read the input as a plain matrix; 3x3 "same" ones on large images
 //! run as Winograd F(4x4, 3x3) in f32 (4 times fewer multiplies) and F(2x2, 3x3) in bf16 (2.25
-//! times fewer). In bf16 on AMX, 3x3 "same" layers keep their weights in (tap, channel) order
+//! times fewer; narrow bf16 layers off AMX run F(4x4, 3x3) in f32, see `winograd::Plan`). In bf16 on AMX, 3x3 "same" layers keep their weights in (tap, channel) order
 //! (`DepthOrder::TapMajor`) and run without patches where the image allows
 //! (`gemm::amx_window`).
 
@@ -35,7 +35,8 @@ pub struct ConvGeometry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// Winograd where it is faster (large images, 16+ channels): F(4x4, 3x3) for f32 weights,
-    /// F(2x2, 3x3) for bf16; else direct.
+    /// F(2x2, 3x3) for bf16 (F(4x4, 3x3) with f32 products for layers of at most 320 channels
+    /// off AMX); else direct.
     #[default]
     Auto,
     /// Always the direct sum (implicit GEMM over the 9 taps).
@@ -195,9 +196,7 @@ impl Conv2d {
         }
         map.check("conv2d", b, cin)?;
         let (h, w) = map.mapped_size(hs, ws);
-        if !map.is_identity()
-            && self.winograd_variant(b, h, w).is_none()
-            && !self.runs_on_window(h, w)
+        if !map.is_identity() && self.winograd_plan(b, h, w).is_none() && !self.runs_on_window(h, w)
         {
             // Only the Winograd input transform maps as it reads (each input value once or
             // twice); the direct product would map every value once per tap: map first.
@@ -237,7 +236,7 @@ impl Conv2d {
         };
         let plane_in = cin * hs * ws;
         let plane_out = self.cout * ho * wo;
-        if let Some(variant) = self.winograd_variant(b, h, w) {
+        if let Some(plan) = self.winograd_plan(b, h, w) {
             let mut out = output(b * plane_out);
             let bias: Option<Vec<f32>> = image_bias.or_else(|| {
                 let row = self.bias.as_ref()?;
@@ -253,7 +252,7 @@ impl Conv2d {
             with_f32("conv2d", x, |xs| {
                 with_f32_opt("conv2d", residual, |rs| {
                     winograd::conv3x3(
-                        variant,
+                        plan,
                         &self.weight,
                         self.order,
                         grid,
@@ -406,23 +405,27 @@ impl Conv2d {
         same_3x3((self.kh, self.kw), self.geometry)
     }
 
-    /// The Winograd variant this call runs as, if any: a 3x3 "same" convolution, on an image
+    /// The Winograd plan this call runs as, if any: a 3x3 "same" convolution, on an image
     /// big enough for the transforms to pay unless forced (see [`winograd::worthwhile`]).
-    fn winograd_variant(&self, batch: usize, h: usize, w: usize) -> Option<winograd::Variant> {
+    fn winograd_plan(&self, batch: usize, h: usize, w: usize) -> Option<winograd::Plan> {
         if !self.is_same_3x3() {
             return None;
         }
         let precision = self.weight.precision();
         match self.algorithm {
             ConvAlgorithm::Direct => None,
-            ConvAlgorithm::WinogradF2 => Some(winograd::Variant::F2),
-            ConvAlgorithm::WinogradF4 => Some(winograd::Variant::F4),
+            ConvAlgorithm::WinogradF2 => {
+                Some(winograd::Plan::forced(winograd::Variant::F2, precision))
+            }
+            ConvAlgorithm::WinogradF4 => {
+                Some(winograd::Plan::forced(winograd::Variant::F4, precision))
+            }
             // The AMX window beat Winograd F(2x2) at every size it takes (bf16, 1 image:
             // 512 ch 128² 71 against 118 ms, 256 ch 256² 66 / 152, 128 ch 512² 90 / 356).
             ConvAlgorithm::Auto if self.runs_on_window(h, w) => None,
             ConvAlgorithm::Auto => {
                 winograd::worthwhile(batch, h, w, self.cin, self.cout, precision)
-                    .then(|| winograd::Variant::for_precision(precision))
+                    .then(|| winograd::Plan::auto(precision, self.cin, self.cout))
             }
         }
     }

@@ -51,6 +51,13 @@ pub(crate) const MIN_PIXELS: usize = 2048;
 /// 68 ms; 512 ch 128² x 1 (the VAE) direct 302 ms against 183 ms.
 pub(crate) const MIN_PIXELS_ON_TILES: usize = 16384;
 
+/// bf16 convolutions with at most this many input and output channels run F(4x4, 3x3) in f32
+/// off the AMX tiles (see [`Plan::auto`]). Paired against F(2x2, 3x3) in bf16, AVX512-BF16
+/// (Zen 4), 2 threads, old / new time: 128 ch 512² 1.28x, 256->128 512² 1.28x, 256 ch 256²
+/// 1.13x, 320 ch 64² x 2 1.12x; wider layers lose: 640->320 64² x 2 0.98x, 512->256 256²
+/// 0.90x, 512 ch 128² 0.80x, 640 ch 32² x 2 0.82x.
+pub(crate) const NARROW_CHANNELS: usize = 320;
+
 /// Channel counts below this stay direct (e.g. a UNet's 4-channel conv_in and conv_out).
 pub(crate) const MIN_CHANNELS: usize = 16;
 
@@ -63,13 +70,44 @@ pub(crate) enum Variant {
     F4,
 }
 
-impl Variant {
-    /// The variant for weights in `precision`: F(4x4, 3x3) in f32, F(2x2, 3x3) in bf16 (whose
-    /// rounding of the transformed values F(4, 3)'s larger coefficients would magnify).
-    pub(crate) fn for_precision(precision: Precision) -> Self {
-        match precision {
-            Precision::F32 => Variant::F4,
-            Precision::Bf16 => Variant::F2,
+/// How a Winograd convolution runs: its minimal filtering and the precision of the T²
+/// products in the transformed domain (U is always computed in f32 from the packed weights,
+/// so any weights can feed f32 products).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// F(2x2, 3x3) or F(4x4, 3x3).
+    pub variant: Variant,
+    /// The products' precision.
+    pub products: Precision,
+}
+
+impl Plan {
+    /// `variant` with products in the weights' own precision (a forced algorithm).
+    pub(crate) fn forced(variant: Variant, weights: Precision) -> Self {
+        Plan {
+            variant,
+            products: weights,
+        }
+    }
+
+    /// The plan for weights in `weights` precision on a `cin -> cout` convolution: f32
+    /// weights run F(4x4, 3x3) in f32. bf16 weights run F(2x2, 3x3) in bf16 (F(4, 3)'s larger
+    /// coefficients would magnify the bf16 rounding of the transformed values), except on the
+    /// vector kernels when both channel counts are at most [`NARROW_CHANNELS`]: there the
+    /// transforms, not the products, take most of the time, and F(4x4, 3x3) in f32 (products
+    /// of f32 transforms of the bf16 weights) needs 2.25 instead of 4 input values per output
+    /// pixel, rounds nothing to bf16, and is more accurate.
+    pub(crate) fn auto(weights: Precision, cin: usize, cout: usize) -> Self {
+        let narrow = cin <= NARROW_CHANNELS && cout <= NARROW_CHANNELS;
+        match weights {
+            Precision::Bf16 if gemm::runs_on_tiles(weights, cin) || !narrow => Plan {
+                variant: Variant::F2,
+                products: Precision::Bf16,
+            },
+            _ => Plan {
+                variant: Variant::F4,
+                products: Precision::F32,
+            },
         }
     }
 }
@@ -123,7 +161,7 @@ impl Grid {
 /// When the slices do not have the grid's sizes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3(
-    variant: Variant,
+    plan: Plan,
     weight: &PackedMatrix,
     order: DepthOrder,
     grid: Grid,
@@ -133,15 +171,17 @@ pub(crate) fn conv3x3(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    match variant {
-        Variant::F2 => conv3x3_as::<F2>(weight, order, grid, input, map, bias, residual, out),
-        Variant::F4 => conv3x3_as::<F4>(weight, order, grid, input, map, bias, residual, out),
+    let p = plan.products;
+    match plan.variant {
+        Variant::F2 => conv3x3_as::<F2>(weight, p, order, grid, input, map, bias, residual, out),
+        Variant::F4 => conv3x3_as::<F4>(weight, p, order, grid, input, map, bias, residual, out),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn conv3x3_as<W: Minimal + Transforms>(
     weight: &PackedMatrix,
+    precision: Precision,
     order: DepthOrder,
     grid: Grid,
     input: &[f32],
@@ -171,7 +211,6 @@ fn conv3x3_as<W: Minimal + Transforms>(
         assert_eq!(r.len(), out.len(), "winograd: residual length");
     }
     let positions = W::T * W::T;
-    let precision = weight.precision();
     let u = filter_transform::<W>(weight, order, cin, cout);
     let isa = Isa::active();
     let (th, tw) = grid.tiles(W::M);
@@ -580,11 +619,11 @@ mod tests {
     use crate::gemm::{Precision, Side};
     use crate::tensor::with_f32;
     use crate::test_util::{rand, rel_l2};
-    use candle_core::{Device, Tensor};
+    use candle_core::{DType, Device, Tensor};
 
     #[allow(clippy::too_many_arguments)]
     fn run(
-        variant: Variant,
+        plan: Plan,
         b: usize,
         cin: usize,
         cout: usize,
@@ -597,8 +636,14 @@ mod tests {
         let wt = rand(&[cout, cin, 3, 3], seed + 1);
         let bias = rand(&[b, cout], seed + 2);
         let res = rand(&[b, cout, h, w], seed + 3);
+        // bf16 weights are rounded when packed: the reference convolves the rounded values.
+        let stored = match precision {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        };
+        let wt_as_packed = wt.to_dtype(stored).unwrap().to_dtype(DType::F32).unwrap();
         let want = x
-            .conv2d(&wt, 1, 1, 1, 1)
+            .conv2d(&wt_as_packed, 1, 1, 1, 1)
             .unwrap()
             .broadcast_add(&bias.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
             .unwrap()
@@ -620,7 +665,7 @@ mod tests {
         let bs = bias.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let rs = res.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         conv3x3(
-            variant,
+            plan,
             &packed,
             DepthOrder::ChannelMajor,
             grid,
@@ -631,7 +676,7 @@ mod tests {
             &mut out,
         );
         let got = Tensor::from_vec(out, (b, cout, h, w), &Device::Cpu).unwrap();
-        let bound = match (precision, variant) {
+        let bound = match (plan.products, plan.variant) {
             (Precision::F32, Variant::F2) => 1e-6,
             (Precision::F32, Variant::F4) => 2e-6,
             (Precision::Bf16, Variant::F2) => 1e-2,
@@ -640,7 +685,7 @@ mod tests {
         let e = rel_l2(&got, &want);
         assert!(
             e < bound,
-            "{variant:?} b{b} {cin}->{cout} {h}x{w} {precision:?}: rel L2 {e}"
+            "{plan:?} b{b} {cin}->{cout} {h}x{w} {precision:?} weights: rel L2 {e}"
         );
     }
 
@@ -657,8 +702,16 @@ mod tests {
         for (i, &(b, cin, cout, h, w)) in cases.iter().enumerate() {
             for precision in [Precision::F32, Precision::Bf16] {
                 for variant in [Variant::F2, Variant::F4] {
-                    run(variant, b, cin, cout, h, w, precision, 100 + 10 * i as u64);
+                    let plan = Plan::forced(variant, precision);
+                    run(plan, b, cin, cout, h, w, precision, 100 + 10 * i as u64);
                 }
+                // What `Plan::auto` picks off the AMX tiles for bf16 weights: f32 products
+                // from the bf16 weights, as exact as f32 weights.
+                let plan = Plan {
+                    variant: Variant::F4,
+                    products: Precision::F32,
+                };
+                run(plan, b, cin, cout, h, w, precision, 100 + 10 * i as u64);
             }
         }
     }
@@ -667,9 +720,10 @@ mod tests {
     fn chunks_of_tiles_cross_image_boundaries_correctly() {
         // 16 * 512 channels * 33 tiles per row = 270k floats per tile row: 31 rows per chunk,
         // so chunks end inside images (th = 33 per image).
-        run(Variant::F2, 2, 512, 16, 66, 66, Precision::F32, 7);
+        let f32_plan = |variant| Plan::forced(variant, Precision::F32);
+        run(f32_plan(Variant::F2), 2, 512, 16, 66, 66, Precision::F32, 7);
         // F(4x4, 3x3): 17 tile rows per image, 16 * 36 * 512 * 17 values per tile row.
-        run(Variant::F4, 2, 512, 16, 66, 66, Precision::F32, 7);
+        run(f32_plan(Variant::F4), 2, 512, 16, 66, 66, Precision::F32, 7);
     }
 
     #[test]
@@ -705,7 +759,7 @@ mod tests {
                 let mut out = vec![0f32; b * cout * 4 * hs * ws];
                 let xs = input.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 conv3x3(
-                    variant,
+                    Plan::forced(variant, Precision::F32),
                     &packed,
                     DepthOrder::ChannelMajor,
                     grid,
