@@ -130,7 +130,7 @@ impl UNet2DConditionModel {
                 vb.pp("conv_norm_out"),
             )?,
             conv_out: Conv2d::new(boc[0], c.out_channels, 3, same, vb.pp("conv_out"))?,
-            mode: AttentionMode::Full,
+            mode: AttentionMode::default(),
             dtype: vb.dtype(),
             device: vb.device().clone(),
         })
@@ -151,7 +151,7 @@ impl UNet2DConditionModel {
         &self.device
     }
 
-    /// The attention backend in use.
+    /// The attention backend in use ([`AttentionMode::Fused`] unless set otherwise).
     pub fn attention_mode(&self) -> AttentionMode {
         self.mode
     }
