@@ -13,7 +13,8 @@
 //! Working on S^T makes every softmax pass a contiguous row sweep and both products use the
 //! wide dimension (keys, queries) as M and N, so a head width of 40 wastes no tile space; a
 //! panel of S^T is laid out as the f32 kernel's packed right operand, so the second product
-//! reads it in place.
+//! reads it in place; on the bf16 dot-product kernel the softmax writes the numerators as that
+//! kernel's packed bf16 pairs instead (no packing pass either).
 //!
 //! With bf16 products on AMX, `tiles` runs instead: flash attention whose scores never
 //! leave the L1 cache.
@@ -26,7 +27,10 @@ use rayon::prelude::*;
 
 use crate::cpu::{Isa, TierGuard};
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, Epilogue, MatOperand, PackedMatrix, Precision, Side, Strided};
+use crate::gemm::{
+    matmul, matmul_with_source, Epilogue, MatOperand, NoSource, PackedMatrix, Precision,
+    RightOperand, Side, Strided,
+};
 use crate::math;
 use crate::simd::multiversion;
 use crate::tensor::{from_vec, output, with_f32};
@@ -73,6 +77,48 @@ multiversion! {
         }
         *sum = acc;
     }
+}
+
+/// [`panel_exp`] whose numerators leave as bf16 pairs for the bf16 dot-product kernel: key
+/// rows 2j and 2j + 1 of the panel become `e16[64 j + 2 i + r]` (query i, row 2j + r; a missing
+/// last row is zero), the layout [`RightOperand::Bf16Pairs`] reads in place, so the second
+/// product needs no packing pass over the panel. The f32 values in `s` are left as they were.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VL and BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")]
+unsafe fn panel_exp_pairs(
+    s: &[f32],
+    max: &[f32; QUERY_PANEL],
+    scale: f32,
+    weights: Option<&[f32]>,
+    sum: &mut [f32; QUERY_PANEL],
+    e16: &mut [u16],
+) {
+    use crate::gemm::avx512::{interleave16, pair_index};
+    let c = scale * std::f32::consts::LOG2_E;
+    let m = max.map(|m| m * c);
+    let mut acc = [0f32; QUERY_PANEL];
+    let (rows, _) = s.as_chunks::<QUERY_PANEL>();
+    let idx = pair_index();
+    for (j, pair) in rows.chunks(2).enumerate() {
+        let mut e = [[0f32; QUERY_PANEL]; 2];
+        for (r, row) in pair.iter().enumerate() {
+            let w = weights.map_or(1.0, |w| w[2 * j + r]);
+            for ((e, v), (m, acc)) in e[r].iter_mut().zip(row).zip(m.iter().zip(acc.iter_mut())) {
+                let x = math::exp2_nonpositive(v.mul_add(c, -m));
+                *acc += x;
+                *e = x * w;
+            }
+        }
+        let dst = &mut e16[2 * QUERY_PANEL * j..2 * QUERY_PANEL * (j + 1)];
+        for half in 0..2 {
+            let (r0, r1) = (e[0][16 * half..].as_ptr(), e[1][16 * half..].as_ptr());
+            interleave16(idx, r0, r1, dst[32 * half..].as_mut_ptr());
+        }
+    }
+    *sum = acc;
 }
 
 /// softmax(Q K^T * scale) (w ⊙ V) per head for `q` `[B, Lq, heads*d]`, `k`, `v`
@@ -139,6 +185,8 @@ pub fn attention(
     // Here the products run on the vector kernels, which take any depth (the AMX tiles, which
     // take depths in multiples of 32, serve bf16 above).
     let isa = Isa::active();
+    // On the bf16 dot-product kernel the numerators are written as its packed bf16 pairs.
+    let pairs = precision == Precision::Bf16 && isa.has_bf16_dot();
     with_f32("attention", k, |ks| {
         with_f32("attention", v, |vs| -> Result<()> {
             // K (keys x d) and V^T (d x keys) of every (sample, head), packed once.
@@ -184,6 +232,14 @@ pub fn attention(
                     let rows = o.len() / hd;
                     let w = weights.as_ref().map(|w| &w[bi * lk..(bi + 1) * lk]);
                     let mut s = vec![0f32; lk * QUERY_PANEL];
+                    let mut e16 = vec![
+                        0u16;
+                        if pairs {
+                            lk.div_ceil(2) * 2 * QUERY_PANEL
+                        } else {
+                            0
+                        }
+                    ];
                     let mut ot = vec![0f32; d * QUERY_PANEL];
                     let (mut max, mut sum) = ([0f32; QUERY_PANEL], [0f32; QUERY_PANEL]);
                     for h in 0..heads {
@@ -208,20 +264,38 @@ pub fn attention(
                                 precision,
                             );
                             panel_max(&s, &mut max);
-                            panel_exp(&mut s, &max, scale, w, &mut sum);
-                            // A full panel of scores is already in the layout the kernels
-                            // read (one row of 32 queries per key): no packing.
-                            let e = Strided {
-                                data: &s,
-                                lines: n,
-                                depth: lk,
-                                line_stride: 1,
-                                depth_stride: QUERY_PANEL,
+                            let e = if pairs {
+                                #[cfg(target_arch = "x86_64")]
+                                // SAFETY: `pairs` means the CPU has AVX512-BF16.
+                                unsafe {
+                                    panel_exp_pairs(&s, &max, scale, w, &mut sum, &mut e16)
+                                };
+                                RightOperand::Bf16Pairs {
+                                    data: &e16,
+                                    lines: n,
+                                    depth: lk,
+                                }
+                            } else {
+                                panel_exp(&mut s, &max, scale, w, &mut sum);
+                                // A full panel of scores is already in the layout the f32
+                                // kernels read (one row of 32 queries per key): no packing.
+                                RightOperand::Mat(MatOperand::Strided(Strided {
+                                    data: &s,
+                                    lines: n,
+                                    depth: lk,
+                                    line_stride: 1,
+                                    depth_stride: QUERY_PANEL,
+                                }))
                             };
-                            matmul(
+                            let ot = &mut ot[..d * n];
+                            // SAFETY: f32 is a valid MaybeUninit<f32>; the product writes it all.
+                            let ot_slots = unsafe {
+                                &mut *(ot as *mut [f32] as *mut [std::mem::MaybeUninit<f32>])
+                            };
+                            matmul_with_source::<NoSource>(
                                 MatOperand::Packed(vtp),
-                                e.into(),
-                                &mut ot[..d * n],
+                                e,
+                                ot_slots,
                                 n,
                                 &Epilogue::NONE,
                                 precision,
@@ -278,6 +352,42 @@ mod tests {
             .unwrap()
             .reshape((b, lq, hd))
             .unwrap()
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn panel_exp_pairs_are_panel_exp_rounded_and_interleaved() {
+        if !Isa::supported().has_bf16_instructions() {
+            return;
+        }
+        // 7 keys (an odd count: the last pair's second row is zero), weights on.
+        let keys = 7;
+        let s: Vec<f32> = (0..keys * QUERY_PANEL)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.1)
+            .collect();
+        let weights: Vec<f32> = (0..keys).map(|j| 0.5 + 0.25 * j as f32).collect();
+        let mut max = [0f32; QUERY_PANEL];
+        panel_max(&s, &mut max);
+        let (mut sum_pairs, mut sum) = ([0f32; QUERY_PANEL], [0f32; QUERY_PANEL]);
+        let mut e16 = vec![0u16; keys.div_ceil(2) * 2 * QUERY_PANEL];
+        // SAFETY: the CPU has AVX512-BF16 (checked above).
+        unsafe { panel_exp_pairs(&s, &max, 0.3, Some(&weights), &mut sum_pairs, &mut e16) };
+        let mut e = s.clone();
+        panel_exp(&mut e, &max, 0.3, Some(&weights), &mut sum);
+        assert_eq!(sum_pairs, sum);
+        for (j, pair) in e16.chunks_exact(2 * QUERY_PANEL).enumerate() {
+            for i in 0..QUERY_PANEL {
+                for r in 0..2 {
+                    let key = 2 * j + r;
+                    let want = if key < keys {
+                        (crate::gemm::round_bf16(e[key * QUERY_PANEL + i]).to_bits() >> 16) as u16
+                    } else {
+                        0
+                    };
+                    assert_eq!(pair[2 * i + r], want, "key {key}, query {i}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -484,7 +484,18 @@ pub(crate) enum RightOperand<'a, S: DepthRows> {
         lines: usize,
         depth: usize,
     },
+    /// One panel (at most [`BF16_PAIR_PANEL`] lines) already in the bf16 dot-product kernel's
+    /// packed layout, read in place: `data[64 g + 2 l + r]` = depth `2 g + r` of line `l`,
+    /// depth padded with zeros to even. Only for products on that kernel.
+    Bf16Pairs {
+        data: &'a [u16],
+        lines: usize,
+        depth: usize,
+    },
 }
+
+/// The width of a [`RightOperand::Bf16Pairs`] panel: the bf16 dot-product kernel's NR.
+pub(crate) const BF16_PAIR_PANEL: usize = 32;
 
 impl<S: DepthRows> Clone for RightOperand<'_, S> {
     fn clone(&self) -> Self {
@@ -530,6 +541,13 @@ pub(crate) fn matmul_with_source<S: DepthRows>(
     let (n, kb) = match &b {
         RightOperand::Mat(b) => dims(b, Side::Right, precision),
         RightOperand::Rows { lines, depth, .. } => (*lines, *depth),
+        RightOperand::Bf16Pairs { data, lines, depth } => {
+            assert!(
+                *lines <= BF16_PAIR_PANEL && data.len() >= depth.div_ceil(2) * 2 * BF16_PAIR_PANEL,
+                "matmul: bf16 pair panel too small"
+            );
+            (*lines, *depth)
+        }
     };
     assert_eq!(k, kb, "matmul: inner dimensions differ");
     assert!(
@@ -549,6 +567,14 @@ pub(crate) fn matmul_with_source<S: DepthRows>(
         );
     }
     let kernel = KernelId::select(precision, k);
+    #[cfg(target_arch = "x86_64")]
+    if let RightOperand::Bf16Pairs { .. } = b {
+        assert_eq!(
+            kernel,
+            KernelId::Avx512Bf16,
+            "matmul: bf16 pairs are for the bf16 dot-product kernel"
+        );
+    }
     for op in [
         Some(&a),
         if let RightOperand::Mat(b) = &b {
@@ -735,6 +761,19 @@ unsafe fn with_right<K: Kernel, S: DepthRows, A: Operand<K::Elem>>(
         }
         RightOperand::Rows { source, .. } => {
             driver::gemm::<K, _, _>(m, n, k, a, &ByRows(source), c, ldc, epi)
+        }
+        RightOperand::Bf16Pairs { data, depth, .. } => {
+            assert!(
+                K::KP == 2 && K::NR == BF16_PAIR_PANEL && !emulate,
+                "matmul: bf16 pairs are for the bf16 dot-product kernel"
+            );
+            // SAFETY: K::Elem is the u16 of bf16 bits on this kernel (KP 2, checked above).
+            let data: &[K::Elem] = std::slice::from_raw_parts(data.as_ptr().cast(), data.len());
+            let b = Prepacked {
+                data,
+                groups_total: depth.div_ceil(2),
+            };
+            driver::gemm::<K, _, _>(m, n, k, a, &b, c, ldc, epi)
         }
     }
 }
