@@ -278,7 +278,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
 }
 
 /// U as `[cout][T²][cin]`: row `co` of the product for position `e` is at `(co * T² + e) * cin`.
-fn filter_transform<W: Minimal>(
+fn filter_transform<W: Minimal + Transforms>(
     weight: &PackedMatrix,
     order: DepthOrder,
     cin: usize,
@@ -290,38 +290,58 @@ fn filter_transform<W: Minimal>(
         .par_chunks_mut(positions * cin)
         .enumerate()
         .for_each_init(
-            || (vec![0f32; cin * 9], vec![0f32; cin * 9]),
-            |(line, g), (co, dst)| {
+            || {
+                let scratch = vec![0f32; cin * 3 * W::T];
+                (vec![0f32; cin * 9], vec![0f32; cin * 9], scratch)
+            },
+            |(line, taps, cols), (co, dst)| {
                 weight.unpack_line(co, line);
                 match order {
-                    DepthOrder::ChannelMajor => g.copy_from_slice(line),
-                    DepthOrder::TapMajor => {
-                        for (tap, of_tap) in line.chunks_exact(cin).enumerate() {
-                            for (ci, v) in of_tap.iter().enumerate() {
-                                g[ci * 9 + tap] = *v;
+                    DepthOrder::TapMajor => W::filters(line, cols, dst),
+                    DepthOrder::ChannelMajor => {
+                        // (ci, tap) -> (tap, ci): a tap's values for all channels in a row.
+                        for (ci, of_ci) in line.chunks_exact(9).enumerate() {
+                            for (tap, v) in of_ci.iter().enumerate() {
+                                taps[tap * cin + ci] = *v;
                             }
                         }
+                        W::filters(taps, cols, dst)
                     }
                 }
-                filters_of_one_output::<W>(g, dst);
             },
         );
     // SAFETY: each output channel's filters wrote all T² x cin of its values.
     unsafe { u.assume_written() }
 }
 
-/// `dst[e * cin + ci] = (G g_ci Gᵀ)[e]` for the 3x3 filters `g` of one output channel.
-fn filters_of_one_output<W: Minimal>(g: &[f32], dst: &mut [MaybeUninit<f32>]) {
-    let cin = g.len() / 9;
+/// `dst[e * cin + ci] = (G g_ci Gᵀ)[e]` for the 3x3 filters of one output channel, given by
+/// tap (`taps[tap * cin + ci]`, tap = 3 ky + kx), every step a sweep over the channels (so it
+/// vectorises across them); `cols` holds `3 T cin` values of scratch.
+#[inline(always)]
+fn filters_of_one_output<W: Minimal>(taps: &[f32], cols: &mut [f32], dst: &mut [MaybeUninit<f32>]) {
+    let cin = taps.len() / 9;
     let t = W::T;
-    for (ci, k) in g.chunks_exact(9).enumerate() {
-        // G g (T x 3, by columns of g), then each of its rows times Gᵀ.
-        let cols: [[f32; T_MAX]; 3] =
-            std::array::from_fn(|j| W::filter([k[j], k[3 + j], k[6 + j]]));
-        for i in 0..t {
-            let u = W::filter([cols[0][i], cols[1][i], cols[2][i]]);
+    let tap = |i: usize| &taps[i * cin..(i + 1) * cin];
+    // G g, column j of each filter: `cols[(j * t + i) * cin + ci]`.
+    for j in 0..3 {
+        let (k0, k1, k2) = (tap(j), tap(3 + j), tap(6 + j));
+        let out = &mut cols[j * t * cin..(j + 1) * t * cin];
+        for ci in 0..cin {
+            let c = W::filter([k0[ci], k1[ci], k2[ci]]);
+            for (i, v) in c.iter().take(t).enumerate() {
+                out[i * cin + ci] = *v;
+            }
+        }
+    }
+    // Then each row i of G g times Gᵀ.
+    for i in 0..t {
+        let row = |j: usize| &cols[(j * t + i) * cin..(j * t + i + 1) * cin];
+        let (c0, c1, c2) = (row(0), row(1), row(2));
+        let out = &mut dst[t * i * cin..t * (i + 1) * cin];
+        for ci in 0..cin {
+            let u = W::filter([c0[ci], c1[ci], c2[ci]]);
             for (j, v) in u.iter().take(t).enumerate() {
-                dst[(t * i + j) * cin + ci].write(*v);
+                out[j * cin + ci].write(*v);
             }
         }
     }
@@ -336,6 +356,9 @@ pub(crate) struct Tail<'a> {
 /// V = Bᵀ d B for the input tiles and Y = Aᵀ m A for the output tiles of one variant,
 /// compiled for each SIMD tier.
 trait Transforms {
+    /// U for one output channel (see [`filters_of_one_output`]).
+    fn filters(taps: &[f32], cols: &mut [f32], dst: &mut [MaybeUninit<f32>]);
+
     /// V for input channel `ci` over tile rows `rows.0..rows.1` (row r = image r / th, tile
     /// row r % th): `dst[e * tiles + t]`, t counted from the chunk's first tile.
     fn input_tiles(
@@ -363,7 +386,12 @@ trait Transforms {
 /// Implements [`Transforms`] for a variant through run-time dispatched copies of the generic
 /// bodies.
 macro_rules! transforms_for {
-    ($variant:ty, $input:ident, $output:ident) => {
+    ($variant:ty, $filters:ident, $input:ident, $output:ident) => {
+        crate::simd::multiversion! {
+            fn $filters(taps: &[f32], cols: &mut [f32], dst: &mut [MaybeUninit<f32>]) {
+                filters_of_one_output::<$variant>(taps, cols, dst)
+            }
+        }
         crate::simd::multiversion! {
             fn $input(input: &[f32], map: &InputMap, grid: &Grid, ci: usize, rows: (usize, usize), dst: &mut [f32]) {
                 input_tiles::<$variant>(input, map, grid, ci, rows, dst)
@@ -383,6 +411,10 @@ macro_rules! transforms_for {
             }
         }
         impl Transforms for $variant {
+            fn filters(taps: &[f32], cols: &mut [f32], dst: &mut [MaybeUninit<f32>]) {
+                $filters(taps, cols, dst)
+            }
+
             fn input_tiles(
                 input: &[f32],
                 map: &InputMap,
@@ -409,8 +441,8 @@ macro_rules! transforms_for {
     };
 }
 
-transforms_for!(F2, input_tiles_f2, output_tiles_f2);
-transforms_for!(F4, input_tiles_f4, output_tiles_f4);
+transforms_for!(F2, filters_f2, input_tiles_f2, output_tiles_f2);
+transforms_for!(F4, filters_f4, input_tiles_f4, output_tiles_f4);
 
 /// See [`Transforms::input_tiles`]. Each input row is first split into its T column phases
 /// (`phase[k][tx]` = column m tx + k - 1), so both 1-D passes run along contiguous lines of
@@ -593,7 +625,7 @@ fn map_lines<const N: usize>(
             // length is a memcpy call, which cost 10% of a bf16 UNet call here.
             match line.first_chunk::<BLOCK>() {
                 Some(block) if n == BLOCK => *a = *block,
-                _ => a[..n].copy_from_slice(&line[..n]),
+                _ => copy_short(&mut a[..n], &line[..n]),
             }
         }
         let mut b = [[0f32; BLOCK]; N];
@@ -607,9 +639,41 @@ fn map_lines<const N: usize>(
             let line = &mut dst[o * dst_lines.stride + x0..];
             match line.first_chunk_mut::<BLOCK>() {
                 Some(block) if n == BLOCK => *block = *b,
-                _ => line[..n].copy_from_slice(&b[..n]),
+                _ => copy_short(&mut line[..n], &b[..n]),
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the part-blocks of [`map_lines`] (fewer than [`BLOCK`]
+/// values: the whole line on images of fewer than `BLOCK` tiles per row, e.g. 8 at 32² in
+/// F(4x4, 3x3)) in fixed-size pieces: a copy of run-time length is a call to memcpy, which
+/// took 10% of such a convolution.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    debug_assert!(dst.len() < BLOCK && src.len() == dst.len());
+    // Pieces of 8, 4, 2 and 1 cover every length below 16.
+    const { assert!(BLOCK <= 16) };
+    // No loops: LLVM turns a copying loop back into a memcpy call.
+    let n = dst.len();
+    let mut i = 0;
+    if n >= 8 {
+        let to: &mut [f32; 8] = (&mut dst[..8]).try_into().expect("8 values");
+        *to = src[..8].try_into().expect("8 values");
+        i = 8;
+    }
+    if n - i >= 4 {
+        let to: &mut [f32; 4] = (&mut dst[i..i + 4]).try_into().expect("4 values");
+        *to = src[i..i + 4].try_into().expect("4 values");
+        i += 4;
+    }
+    if n - i >= 2 {
+        let to: &mut [f32; 2] = (&mut dst[i..i + 2]).try_into().expect("2 values");
+        *to = src[i..i + 2].try_into().expect("2 values");
+        i += 2;
+    }
+    if n > i {
+        dst[i] = src[i];
     }
 }
 
