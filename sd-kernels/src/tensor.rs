@@ -100,14 +100,19 @@ fn taps_first<T: Copy + Default + Send + Sync>(src: &[T], cin: usize, taps: usiz
     let mut out = vec![T::default(); src.len()];
     out.par_chunks_mut(row)
         .zip(src.par_chunks(row))
-        .for_each(|(dst, src)| {
-            for (ci, of_channel) in src.chunks_exact(taps).enumerate() {
-                for (tap, v) in of_channel.iter().enumerate() {
-                    dst[tap * cin + ci] = *v;
-                }
-            }
-        });
+        .for_each(|(dst, src)| taps_first_row(src, cin, dst));
     out
+}
+
+/// One row of [`taps_first`]: `src[ci * taps + tap]` written to `dst[tap * cin + ci]`.
+pub(crate) fn taps_first_row<T: Copy>(src: &[T], cin: usize, dst: &mut [T]) {
+    debug_assert_eq!(src.len(), dst.len());
+    let taps = src.len() / cin;
+    for (ci, of_channel) in src.chunks_exact(taps).enumerate() {
+        for (tap, v) in of_channel.iter().enumerate() {
+            dst[tap * cin + ci] = *v;
+        }
+    }
 }
 
 /// [`with_f32`] for an optional tensor: `f(None)` when there is none.

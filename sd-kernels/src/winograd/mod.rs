@@ -32,7 +32,7 @@ use crate::conv::DepthOrder;
 use crate::cpu::{Isa, TierGuard};
 use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
 use crate::input_map::InputMap;
-use crate::tensor::{output, Unwritten};
+use crate::tensor::{output, taps_first_row, Unwritten};
 use minimal::{Minimal, F2, F4, T_MAX};
 
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
@@ -299,12 +299,7 @@ fn filter_transform<W: Minimal + Transforms>(
                 match order {
                     DepthOrder::TapMajor => W::filters(line, cols, dst),
                     DepthOrder::ChannelMajor => {
-                        // (ci, tap) -> (tap, ci): a tap's values for all channels in a row.
-                        for (ci, of_ci) in line.chunks_exact(9).enumerate() {
-                            for (tap, v) in of_ci.iter().enumerate() {
-                                taps[tap * cin + ci] = *v;
-                            }
-                        }
+                        taps_first_row(line, cin, taps);
                         W::filters(taps, cols, dst)
                     }
                 }
