@@ -246,3 +246,88 @@ pub(crate) unsafe fn interleave16(idx: __m512i, r0: *const f32, r1: *const f32, 
     let both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
     _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi16(idx, both));
 }
+
+/// Packs one bf16 panel of `w` lines from f32 rows: line `l < lines` is `kc` values at
+/// `src + l * ld`; `dst[(g * w + l) * 2 + q]` = bf16 of value `2 g + q` of line `l` (rounded
+/// to nearest even), zero past `lines` or `kc`. The same panel as the portable packer, in one
+/// pass: each line's 32 values become 16 pairs (one register), and a 16 x 16 transpose of
+/// those registers turns 16 lines' pairs into 16 groups.
+///
+/// Subnormal inputs become zero (as `vdpbf16ps` reads them anyway).
+///
+/// # Safety
+/// The CPU has AVX-512 BF16; `src` holds `lines` rows of `kc` values `ld` apart; `dst` holds
+/// `kc.div_ceil(2) * w * 2` values; `lines <= w`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vl")]
+pub(crate) unsafe fn pack_pair_panel(
+    src: *const f32,
+    ld: usize,
+    lines: usize,
+    kc: usize,
+    w: usize,
+    dst: *mut u16,
+) {
+    let groups = kc.div_ceil(2);
+    for l0 in (0..w).step_by(16) {
+        // Lines l0.. of every group: `width` lanes of the transposed registers.
+        let width = 16.min(w - l0);
+        let store_mask: __mmask16 = (1u32 << width).wrapping_sub(1) as __mmask16;
+        for g0 in (0..groups).step_by(16) {
+            let values = kc - 2 * g0;
+            let mask_lo = prefix_mask(values);
+            let mask_hi = prefix_mask(values.saturating_sub(16));
+            let mut r = [_mm512_setzero_si512(); 16];
+            for (i, reg) in r.iter_mut().enumerate() {
+                if l0 + i < lines {
+                    let p = src.add((l0 + i) * ld + 2 * g0);
+                    let lo = _mm512_maskz_loadu_ps(mask_lo, p);
+                    let hi = _mm512_maskz_loadu_ps(mask_hi, p.add(16));
+                    *reg = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                }
+            }
+            transpose_16x16(&mut r);
+            for (j, reg) in r.iter().enumerate().take(16.min(groups - g0)) {
+                let out = dst.add(((g0 + j) * w + l0) * 2);
+                _mm512_mask_storeu_epi32(out.cast(), store_mask, *reg);
+            }
+        }
+    }
+}
+
+/// The first `n` (clamped to 16) lanes.
+#[inline(always)]
+fn prefix_mask(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
+}
+
+/// Transposes a 16 x 16 matrix of 32-bit values held one row per register.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose_16x16(r: &mut [__m512i; 16]) {
+    // Within each 128-bit lane: pairs of rows interleaved by 32, then by 64 bits, leave
+    // t[4i + d] holding column 4c + d of rows 4i..4i + 4 in lane c.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        let b = 4 * i;
+        r[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        r[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        r[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        r[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    // Then lane c of r[d], r[4 + d], r[8 + d], r[12 + d] gathered into output 4c + d.
+    for d in 0..4 {
+        let lo01 = _mm512_shuffle_i32x4::<0x44>(r[d], r[4 + d]);
+        let hi01 = _mm512_shuffle_i32x4::<0xEE>(r[d], r[4 + d]);
+        let lo23 = _mm512_shuffle_i32x4::<0x44>(r[8 + d], r[12 + d]);
+        let hi23 = _mm512_shuffle_i32x4::<0xEE>(r[8 + d], r[12 + d]);
+        t[d] = _mm512_shuffle_i32x4::<0x88>(lo01, lo23);
+        t[4 + d] = _mm512_shuffle_i32x4::<0xDD>(lo01, lo23);
+        t[8 + d] = _mm512_shuffle_i32x4::<0x88>(hi01, hi23);
+        t[12 + d] = _mm512_shuffle_i32x4::<0xDD>(hi01, hi23);
+    }
+    *r = t;
+}

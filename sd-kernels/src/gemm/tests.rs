@@ -264,3 +264,58 @@ fn row_major_weights_pack_as_any_view_does() {
         }
     }
 }
+
+#[test]
+fn bf16_pairs_packed_in_registers_equal_the_portable_packer() {
+    // On AVX-512 BF16, f32 rows packed as bf16 pairs go through a register transpose
+    // (`avx512::pack_pair_panel`); it must give the portable block path's bits exactly,
+    // padding included, for part panels, odd depths, depth offsets and panels of 14, 16 and 32.
+    if !Isa::supported().has_bf16_instructions() {
+        eprintln!("skipped: this CPU has no AVX-512 BF16");
+        return;
+    }
+    let (line_stride, total_lines) = (301, 80);
+    let mut data = values(line_stride * total_lines, 11);
+    // Ties (rounded to even, both ways), signed zeros, infinities and a large value.
+    let specials = [
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3.0e38,
+    ];
+    for (i, s) in specials.iter().enumerate() {
+        data[i * 37] = *s;
+    }
+    for w in [14usize, 16, 32] {
+        for (l0, nl) in [(0, 1), (3, w - 1), (1, w), (2, 2 * w + 5)] {
+            for (k0, kc) in [
+                (0usize, 1usize),
+                (0, 2),
+                (5, 31),
+                (0, 32),
+                (7, 33),
+                (1, 64),
+                (0, 77),
+                (1, 300),
+            ] {
+                let panels = nl.div_ceil(w) * kc.div_ceil(2) * w * 2;
+                let mut fast = vec![0xFFFFu16; panels];
+                let mut portable = vec![0x1234u16; panels];
+                operand::pack_contiguous(&data, line_stride, l0, nl, k0, kc, w, 2, &mut fast);
+                operand::pack_blocks::<u16, f32, 2>(
+                    (&data, line_stride),
+                    l0,
+                    nl,
+                    k0,
+                    kc,
+                    w,
+                    &mut portable,
+                );
+                assert!(fast == portable, "w {w} lines {l0}+{nl} depth {k0}+{kc}");
+            }
+        }
+    }
+}
