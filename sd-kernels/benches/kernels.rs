@@ -68,11 +68,13 @@ fn pack(c: &mut Criterion) {
 
 fn conv(c: &mut Criterion) {
     // (batch, channels, side): SD 1.5's 3x3 resnet convs at 512² (64², 32², 16² latents), its
-    // two smallest at 256² (8², 4²: weight-bound) and the VAE decoder's 512-channel conv at 128².
+    // three smallest at 256² (16², 8², 4²: the last two weight-bound) and the VAE decoder's
+    // 512-channel conv at 128².
     for (b, ch, side) in [
         (2, 320, 64),
         (2, 640, 32),
         (2, 1280, 16),
+        (2, 640, 16),
         (2, 1280, 8),
         (2, 1280, 4),
         (1, 512, 128),

@@ -33,11 +33,43 @@ impl AlignedBuf {
         Self { lines: Vec::new() }
     }
 
+    /// A buffer of `len` values of `T` whose contents are not written yet (no zeroing, no
+    /// page faults on memory the allocator reuses). Builds with debug assertions fill it with
+    /// 0xFF bytes (NaN in f32 and in bf16), so a value the writer missed shows in tests.
+    ///
+    /// # Safety
+    /// Every value must be written before any is read.
+    pub(crate) unsafe fn unwritten<T: Copy + Default>(len: usize) -> Self {
+        let n = (len * std::mem::size_of::<T>()).div_ceil(64);
+        if n == 0 {
+            return Self::new();
+        }
+        let layout = std::alloc::Layout::array::<Line>(n).expect("scratch size overflows");
+        let ptr = std::alloc::alloc(layout).cast::<Line>();
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        if cfg!(debug_assertions) {
+            std::ptr::write_bytes(ptr, 0xFF, n);
+        }
+        // SAFETY: allocated with this layout (capacity n); the caller writes before reading.
+        Self {
+            lines: Vec::from_raw_parts(ptr, n, n),
+        }
+    }
+
     /// The first `len` values, as last written through [`get`](Self::get).
     pub(crate) fn slice<T: Copy + Default>(&self, len: usize) -> &[T] {
         assert!(len * std::mem::size_of::<T>() <= self.lines.len() * 64);
         // SAFETY: as in `get`; the length is within the buffer (asserted).
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<T>(), len) }
+    }
+
+    /// The first `len` values, to be written.
+    pub(crate) fn slice_mut<T: Copy + Default>(&mut self, len: usize) -> &mut [T] {
+        assert!(len * std::mem::size_of::<T>() <= self.lines.len() * 64);
+        // SAFETY: as in `get`; the length is within the buffer (asserted).
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<T>(), len) }
     }
 
     /// A slice of at least `len` values, contents unspecified (callers write before reading).

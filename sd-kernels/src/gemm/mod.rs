@@ -138,6 +138,20 @@ pub(crate) fn runs_on_tiles(precision: Precision, depth: usize) -> bool {
     }
 }
 
+/// Whether a product of `depth` in `precision` runs on the bf16 dot-product kernel
+/// (AVX512-BF16) on this thread's tier.
+pub(crate) fn runs_on_bf16_pairs(precision: Precision, depth: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        KernelId::select(precision, depth) == KernelId::Avx512Bf16
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (precision, depth);
+        false
+    }
+}
+
 /// Which operand of `A B` a packed matrix is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -292,6 +306,54 @@ impl PackedMatrix {
                 bf16: kernel.packs_bf16(),
             },
         }
+    }
+
+    /// The packed values when they are left panels of the bf16 dot-product kernel
+    /// (AVX512-BF16): panels of [`BF16_LEFT_PANEL`] lines, `data[(p * groups + g) * 2 *
+    /// BF16_LEFT_PANEL + 2 l + q]` = depth `2 g + q` of line `p * BF16_LEFT_PANEL + l`, with
+    /// `groups` = depth / 2 rounded up and zeros past the lines or the depth. `None` for other
+    /// kernels.
+    pub(crate) fn bf16_left_panels(&self) -> Option<&[u16]> {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == KernelId::Avx512Bf16 && self.side == Side::Left {
+            return Some(self.data.buf.slice(self.data.len));
+        }
+        None
+    }
+
+    /// A `lines x depth` left operand for bf16 products in the layout of
+    /// [`bf16_left_panels`](Self::bf16_left_panels), its values not written yet, when products
+    /// of this depth run on the bf16 dot-product kernel on this thread's tier (else `None`).
+    ///
+    /// # Safety
+    /// Every value of [`bf16_left_panels_mut`](Self::bf16_left_panels_mut) must be written
+    /// before the matrix is read.
+    pub(crate) unsafe fn bf16_left_unwritten(lines: usize, depth: usize) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if KernelId::select(Precision::Bf16, depth) == KernelId::Avx512Bf16 {
+            let (kernel, _, _, len) = Self::layout(Precision::Bf16, lines, depth, Side::Left);
+            let buf = AlignedBuf::unwritten::<u16>(len);
+            return Some(Self::assemble(
+                Side::Left,
+                Precision::Bf16,
+                kernel,
+                lines,
+                depth,
+                buf,
+                len,
+            ));
+        }
+        let _ = (lines, depth);
+        None
+    }
+
+    /// The values of [`bf16_left_panels`](Self::bf16_left_panels), to be written.
+    pub(crate) fn bf16_left_panels_mut(&mut self) -> Option<&mut [u16]> {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == KernelId::Avx512Bf16 && self.side == Side::Left {
+            return Some(self.data.buf.slice_mut(self.data.len));
+        }
+        None
     }
 
     /// Lines (rows for [`Side::Left`], columns for [`Side::Right`]).
@@ -493,6 +555,12 @@ pub(crate) enum RightOperand<'a, S: DepthRows> {
         depth: usize,
     },
 }
+
+/// The lines of a left panel of the bf16 dot-product kernel (its MR); see
+/// [`PackedMatrix::bf16_left_panels`].
+pub(crate) const BF16_LEFT_PANEL: usize = 14;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(BF16_LEFT_PANEL == <avx512::Bf16x14x32 as Kernel>::MR);
 
 /// The width of a [`RightOperand::Bf16Pairs`] panel: the bf16 dot-product kernel's NR.
 pub(crate) const BF16_PAIR_PANEL: usize = 32;

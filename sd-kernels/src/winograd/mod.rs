@@ -17,12 +17,16 @@
 //!
 //! U is computed on every call from the packed weights, so a network holds one copy of its
 //! weights (U would be T²/9 of their size); that costs one pass over the weights per call.
+//! On the bf16 dot-product kernel, F(2x2, 3x3)'s U goes straight from the packed weights into
+//! packed panels ([`packed_filters`]); elsewhere it is written as f32 rows and packed by each
+//! product.
 //! Tiles are processed in chunks whose V and M fit [`CHUNK_FLOATS`], so scratch stays small
 //! at any image size. In f32 the result differs from the direct sum only by rounding (F(2, 3):
 //! a few ulps of the largest terms; F(4, 3): about ten times that); in bf16 the transformed
 //! values are what is rounded, so bf16 weights take F(2, 3), whose transforms round least.
 
 mod minimal;
+mod packed_filters;
 
 use std::mem::MaybeUninit;
 
@@ -57,6 +61,17 @@ pub(crate) const MIN_PIXELS_ON_TILES: usize = 16384;
 /// 1.13x, 320 ch 64² x 2 1.12x; wider layers lose: 640->320 64² x 2 0.98x, 512->256 256²
 /// 0.90x, 512 ch 128² 0.80x, 640 ch 32² x 2 0.82x.
 pub(crate) const NARROW_CHANNELS: usize = 320;
+
+/// bf16 convolutions with at least this many input and output channels (an even number) on
+/// the bf16 dot-product kernel run Winograd from [`MIN_PIXELS_WIDE`] pixels: their
+/// transformed filters come straight from the packed weights ([`packed_filters`]), a fixed
+/// cost that wide products repay on smaller images.
+pub(crate) const WIDE_CHANNELS: usize = 1280;
+
+/// See [`WIDE_CHANNELS`]. Measured (bf16, 2 threads, AVX512-BF16 Zen 4; direct / F(2x2)):
+/// 1280 ch 16² x 2 (512 pixels): 41.9 / 29.6 ms; but 1280 ch 8² x 2: 9.7 / 12.8 ms, and 640
+/// ch 16² x 2: 11.2 / 15.1 ms.
+pub(crate) const MIN_PIXELS_WIDE: usize = 512;
 
 /// Channel counts below this stay direct (e.g. a UNet's 4-channel conv_in and conv_out).
 pub(crate) const MIN_CHANNELS: usize = 16;
@@ -123,8 +138,11 @@ pub(crate) fn worthwhile(
     precision: Precision,
 ) -> bool {
     // The transformed products have depth cin.
+    let wide = cin >= WIDE_CHANNELS && cout >= WIDE_CHANNELS && cin.is_multiple_of(2);
     let min_pixels = if gemm::runs_on_tiles(precision, cin) {
         MIN_PIXELS_ON_TILES
+    } else if wide && gemm::runs_on_bf16_pairs(precision, cin) {
+        MIN_PIXELS_WIDE
     } else {
         MIN_PIXELS
     };
@@ -211,7 +229,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
         assert_eq!(r.len(), out.len(), "winograd: residual length");
     }
     let positions = W::T * W::T;
-    let u = filter_transform::<W>(weight, order, cin, cout);
+    let u = Filters::of::<W>(weight, precision, order, cin, cout);
     let isa = Isa::active();
     let (th, tw) = grid.tiles(W::M);
     let rows_total = batch * th;
@@ -232,13 +250,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
             .enumerate()
             .for_each(|(e, m_e)| {
                 let _tier = TierGuard::enter(isa);
-                let u_e = Strided {
-                    data: &u[e * cin..],
-                    lines: cout,
-                    depth: cin,
-                    line_stride: positions * cin,
-                    depth_stride: 1,
-                };
+                let u_e = u.position(e, positions, cin, cout);
                 let v_e = Strided {
                     data: &v[e * tiles..],
                     lines: tiles,
@@ -247,7 +259,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
                     depth_stride: positions * tiles,
                 };
                 gemm::matmul_unwritten(
-                    MatOperand::Strided(u_e),
+                    u_e,
                     MatOperand::Strided(v_e),
                     m_e,
                     tiles,
@@ -274,6 +286,47 @@ fn conv3x3_as<W: Minimal + Transforms>(
                 let rows = (r0.max(img * th), r1.min((img + 1) * th));
                 W::output_tiles(m, &grid, co, (r0, r1), rows, &tail, dst);
             });
+    }
+}
+
+/// The transformed filters U of one call.
+enum Filters {
+    /// Rows `[cout][T²][cin]` ([`filter_transform`]).
+    Rows(Vec<f32>),
+    /// One packed matrix per position ([`packed_filters`]).
+    Packed(Vec<PackedMatrix>),
+}
+
+impl Filters {
+    /// U for `weight`, packed straight for the products where [`packed_filters`] applies
+    /// (F(2x2, 3x3) in bf16 on the bf16 dot-product kernel), else as rows.
+    fn of<W: Minimal + Transforms>(
+        weight: &PackedMatrix,
+        products: Precision,
+        order: DepthOrder,
+        cin: usize,
+        cout: usize,
+    ) -> Self {
+        if W::T == 4 && products == Precision::Bf16 && weight.precision() == Precision::Bf16 {
+            if let Some(u) = packed_filters::f2_packed(weight, order, cin, cout) {
+                return Filters::Packed(u);
+            }
+        }
+        Filters::Rows(filter_transform::<W>(weight, order, cin, cout))
+    }
+
+    /// The left operand of position `e`'s product (`cout x cin`).
+    fn position(&self, e: usize, positions: usize, cin: usize, cout: usize) -> MatOperand<'_> {
+        match self {
+            Filters::Rows(u) => MatOperand::Strided(Strided {
+                data: &u[e * cin..],
+                lines: cout,
+                depth: cin,
+                line_stride: positions * cin,
+                depth_stride: 1,
+            }),
+            Filters::Packed(u) => MatOperand::Packed(&u[e]),
+        }
     }
 }
 
