@@ -31,7 +31,8 @@ pub(crate) use operand::{ByRows, DepthRows};
 use std::mem::MaybeUninit;
 
 use crate::cpu::Isa;
-use kernel::{Kernel, PackElem};
+use kernel::Kernel;
+pub(crate) use kernel::PackElem;
 use operand::{Operand, Prepacked};
 use rayon::prelude::*;
 
@@ -138,17 +139,14 @@ pub(crate) fn runs_on_tiles(precision: Precision, depth: usize) -> bool {
     }
 }
 
-/// Whether a product of `depth` in `precision` runs on the bf16 dot-product kernel
-/// (AVX512-BF16) on this thread's tier.
-pub(crate) fn runs_on_bf16_pairs(precision: Precision, depth: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        KernelId::select(precision, depth) == KernelId::Avx512Bf16
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (precision, depth);
-        false
+/// Whether a product of `depth` in `precision` runs, on this thread's tier, on an AVX-512
+/// kernel whose left panels [`PackedMatrix::avx512_left_panels`] describes (bf16 on the
+/// dot-product kernel, or f32).
+pub(crate) fn runs_on_avx512_panels(precision: Precision, depth: usize) -> bool {
+    match (precision, KernelId::select(precision, depth)) {
+        #[cfg(target_arch = "x86_64")]
+        (Precision::Bf16, KernelId::Avx512Bf16) | (Precision::F32, KernelId::Avx512) => true,
+        _ => false,
     }
 }
 
@@ -308,52 +306,50 @@ impl PackedMatrix {
         }
     }
 
-    /// The packed values when they are left panels of the bf16 dot-product kernel
-    /// (AVX512-BF16): panels of [`BF16_LEFT_PANEL`] lines, `data[(p * groups + g) * 2 *
-    /// BF16_LEFT_PANEL + 2 l + q]` = depth `2 g + q` of line `p * BF16_LEFT_PANEL + l`, with
-    /// `groups` = depth / 2 rounded up and zeros past the lines or the depth. `None` for other
-    /// kernels.
-    pub(crate) fn bf16_left_panels(&self) -> Option<&[u16]> {
-        #[cfg(target_arch = "x86_64")]
-        if self.kernel == KernelId::Avx512Bf16 && self.side == Side::Left {
-            return Some(self.data.buf.slice(self.data.len));
-        }
-        None
+    /// The packed values when they are left panels of an AVX-512 kernel, with `E` = u16 for
+    /// bf16 products on the dot-product kernel (AVX512-BF16; k pairs) or f32 for f32 products
+    /// (single k): panels of [`AVX512_LEFT_PANEL`] lines, `data[(p * groups + g) * kp *
+    /// AVX512_LEFT_PANEL + kp l + q]` = depth `kp g + q` of line `p * AVX512_LEFT_PANEL + l`,
+    /// zero past the lines or the depth. `None` for other kernels or element types.
+    pub(crate) fn avx512_left_panels<E: PackElem>(&self) -> Option<&[E]> {
+        let (kernel, precision) = avx512_kernel_of::<E>()?;
+        (self.kernel == kernel && self.precision == precision && self.side == Side::Left)
+            .then(|| self.data.buf.slice(self.data.len))
     }
 
-    /// A `lines x depth` left operand for bf16 products in the layout of
-    /// [`bf16_left_panels`](Self::bf16_left_panels), its values not written yet, when products
-    /// of this depth run on the bf16 dot-product kernel on this thread's tier (else `None`).
+    /// The values of [`avx512_left_panels`](Self::avx512_left_panels), to be written.
+    pub(crate) fn avx512_left_panels_mut<E: PackElem>(&mut self) -> Option<&mut [E]> {
+        let (kernel, precision) = avx512_kernel_of::<E>()?;
+        (self.kernel == kernel && self.precision == precision && self.side == Side::Left)
+            .then(|| self.data.buf.slice_mut(self.data.len))
+    }
+
+    /// A `lines x depth` left operand in the layout of
+    /// [`avx512_left_panels`](Self::avx512_left_panels), its values not written yet, when
+    /// products of this depth run on that kernel on this thread's tier (else `None`).
     ///
     /// # Safety
-    /// Every value of [`bf16_left_panels_mut`](Self::bf16_left_panels_mut) must be written
-    /// before the matrix is read.
-    pub(crate) unsafe fn bf16_left_unwritten(lines: usize, depth: usize) -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        if KernelId::select(Precision::Bf16, depth) == KernelId::Avx512Bf16 {
-            let (kernel, _, _, len) = Self::layout(Precision::Bf16, lines, depth, Side::Left);
-            let buf = AlignedBuf::unwritten::<u16>(len);
-            return Some(Self::assemble(
-                Side::Left,
-                Precision::Bf16,
-                kernel,
-                lines,
-                depth,
-                buf,
-                len,
-            ));
+    /// Every value of [`avx512_left_panels_mut`](Self::avx512_left_panels_mut) must be
+    /// written before the matrix is read.
+    pub(crate) unsafe fn avx512_left_unwritten<E: PackElem>(
+        lines: usize,
+        depth: usize,
+    ) -> Option<Self> {
+        let (kernel, precision) = avx512_kernel_of::<E>()?;
+        if KernelId::select(precision, depth) != kernel {
+            return None;
         }
-        let _ = (lines, depth);
-        None
-    }
-
-    /// The values of [`bf16_left_panels`](Self::bf16_left_panels), to be written.
-    pub(crate) fn bf16_left_panels_mut(&mut self) -> Option<&mut [u16]> {
-        #[cfg(target_arch = "x86_64")]
-        if self.kernel == KernelId::Avx512Bf16 && self.side == Side::Left {
-            return Some(self.data.buf.slice_mut(self.data.len));
-        }
-        None
+        let (kernel, _, _, len) = Self::layout(precision, lines, depth, Side::Left);
+        let buf = AlignedBuf::unwritten::<E>(len);
+        Some(Self::assemble(
+            Side::Left,
+            precision,
+            kernel,
+            lines,
+            depth,
+            buf,
+            len,
+        ))
     }
 
     /// Lines (rows for [`Side::Left`], columns for [`Side::Right`]).
@@ -556,11 +552,30 @@ pub(crate) enum RightOperand<'a, S: DepthRows> {
     },
 }
 
-/// The lines of a left panel of the bf16 dot-product kernel (its MR); see
-/// [`PackedMatrix::bf16_left_panels`].
-pub(crate) const BF16_LEFT_PANEL: usize = 14;
+/// The lines of a left panel of the AVX-512 kernels (their MR); see
+/// [`PackedMatrix::avx512_left_panels`].
+pub(crate) const AVX512_LEFT_PANEL: usize = 14;
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(BF16_LEFT_PANEL == <avx512::Bf16x14x32 as Kernel>::MR);
+const _: () = assert!(
+    AVX512_LEFT_PANEL == <avx512::Bf16x14x32 as Kernel>::MR
+        && AVX512_LEFT_PANEL == <avx512::F32x14x32 as Kernel>::MR
+);
+
+/// The AVX-512 kernel whose packed element is `E`, and the precision of its products: u16
+/// for bf16 on the dot-product kernel, f32 for f32.
+fn avx512_kernel_of<E: PackElem>() -> Option<(KernelId, Precision)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let is = |t: std::any::TypeId| std::any::TypeId::of::<E>() == t;
+        if is(std::any::TypeId::of::<u16>()) {
+            return Some((KernelId::Avx512Bf16, Precision::Bf16));
+        }
+        if is(std::any::TypeId::of::<f32>()) {
+            return Some((KernelId::Avx512, Precision::F32));
+        }
+    }
+    None
+}
 
 /// The width of a [`RightOperand::Bf16Pairs`] panel: the bf16 dot-product kernel's NR.
 pub(crate) const BF16_PAIR_PANEL: usize = 32;

@@ -17,9 +17,9 @@
 //!
 //! U is computed on every call from the packed weights, so a network holds one copy of its
 //! weights (U would be T²/9 of their size); that costs one pass over the weights per call.
-//! On the bf16 dot-product kernel, F(2x2, 3x3)'s U goes straight from the packed weights into
-//! packed panels ([`packed_filters`]); elsewhere it is written as f32 rows and packed by each
-//! product.
+//! On the AVX-512 kernels (F(2x2, 3x3) in bf16, F(4x4, 3x3) in f32) U goes straight from the
+//! packed weights into packed panels ([`packed_filters`]); elsewhere it is written as f32 rows
+//! and packed by each product.
 //! Tiles are processed in chunks whose V and M fit [`CHUNK_FLOATS`], so scratch stays small
 //! at any image size. In f32 the result differs from the direct sum only by rounding (F(2, 3):
 //! a few ulps of the largest terms; F(4, 3): about ten times that); in bf16 the transformed
@@ -66,6 +66,12 @@ pub(crate) const NARROW_CHANNELS: usize = 320;
 /// the bf16 dot-product kernel run Winograd from [`MIN_PIXELS_WIDE`] pixels: their
 /// transformed filters come straight from the packed weights ([`packed_filters`]), a fixed
 /// cost that wide products repay on smaller images.
+///
+/// Not f32: F(4x4, 3x3) of 1280 ch 16² x 2 alone beats direct (criterion 38.5 against
+/// 73.7 ms), but its U holds 36 f32 values for every 9 weights (236 MB for 1280 x 1280,
+/// 472 MB for 2560 inputs), fresh pages in a UNet call (page zeroing took 6.4% of a f32
+/// 512² call) and above the f32 memory budget; a UNet f32 512² call gained nothing (2 rounds
+/// of 3 calls, min 7.37 / 7.04 s against 7.36 / 7.05 s).
 pub(crate) const WIDE_CHANNELS: usize = 1280;
 
 /// See [`WIDE_CHANNELS`]. Measured (bf16, 2 threads, AVX512-BF16 Zen 4; direct / F(2x2)):
@@ -141,7 +147,7 @@ pub(crate) fn worthwhile(
     let wide = cin >= WIDE_CHANNELS && cout >= WIDE_CHANNELS && cin.is_multiple_of(2);
     let min_pixels = if gemm::runs_on_tiles(precision, cin) {
         MIN_PIXELS_ON_TILES
-    } else if wide && gemm::runs_on_bf16_pairs(precision, cin) {
+    } else if wide && precision == Precision::Bf16 && gemm::runs_on_avx512_panels(precision, cin) {
         MIN_PIXELS_WIDE
     } else {
         MIN_PIXELS
@@ -299,7 +305,7 @@ enum Filters {
 
 impl Filters {
     /// U for `weight`, packed straight for the products where [`packed_filters`] applies
-    /// (F(2x2, 3x3) in bf16 on the bf16 dot-product kernel), else as rows.
+    /// (F(2x2, 3x3) in bf16 and F(4x4, 3x3) in f32 on the AVX-512 kernels), else as rows.
     fn of<W: Minimal + Transforms>(
         weight: &PackedMatrix,
         products: Precision,
@@ -307,12 +313,10 @@ impl Filters {
         cin: usize,
         cout: usize,
     ) -> Self {
-        if W::T == 4 && products == Precision::Bf16 && weight.precision() == Precision::Bf16 {
-            if let Some(u) = packed_filters::f2_packed(weight, order, cin, cout) {
-                return Filters::Packed(u);
-            }
+        match packed_filters::packed::<W>(weight, products, order, cin, cout) {
+            Some(u) => Filters::Packed(u),
+            None => Filters::Rows(filter_transform::<W>(weight, order, cin, cout)),
         }
-        Filters::Rows(filter_transform::<W>(weight, order, cin, cout))
     }
 
     /// The left operand of position `e`'s product (`cout x cin`).

@@ -1,107 +1,137 @@
-//! F(2x2, 3x3)'s transformed filters U = G g Gᵀ computed straight from the packed bf16
-//! weights into the packed bf16 panels the products read (AVX512-BF16), one pass over the
-//! weights per call.
+//! Transformed filters U = G g Gᵀ computed straight from the packed weights into the packed
+//! panels the products read, one pass over the weights per call, on the AVX-512 kernels:
+//! F(2x2, 3x3) for bf16 products (AVX512-BF16) and F(4x4, 3x3) for f32 products.
 //!
 //! The general path ([`super::filter_transform`]) unpacks each output channel's weights to
-//! f32 (a gather across the panels), writes U as f32 (T²/9 · 2 = 3.6 times the bf16 weights'
-//! bytes, fresh memory each call) and packs it again for every product. Here one panel of
-//! weights (14 output channels, depth `ci * 9 + tap`) becomes one panel of each of the 16
-//! position matrices: for each pair of input channels, its 18 k values (9 packed groups of 14
-//! lines) are widened, transformed across the 14 lines at once, rounded, and stored as the
-//! pairs the dot-product kernel reads. Same f32 arithmetic in the same order as the general
-//! path, so the same bf16 values.
+//! f32 (a gather across the panels), writes U as f32 rows (fresh memory each call) and packs
+//! it again for every product. Here one panel of weights (14 output channels, depth
+//! `ci * 9 + tap`) becomes one panel of each position's matrix: each input channel's 9 taps
+//! (9 k values of 14 lines; in bf16, a pair of channels shares 9 packed groups) are
+//! transformed across the 14 lines at once and stored as the panels the kernel reads. Same f32
+//! arithmetic in the same order as the general path, so the same values.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use rayon::prelude::*;
 
 use crate::conv::DepthOrder;
-use crate::gemm::{PackedMatrix, BF16_LEFT_PANEL};
+use crate::gemm::{PackedMatrix, Precision, AVX512_LEFT_PANEL};
 
-/// Positions of F(2x2, 3x3): T² = 16.
-const POSITIONS: usize = 16;
+use super::minimal::{Minimal, F2, F4};
 
-/// The 16 matrices `U[e]` (`cout x cin`, bf16 products) of F(2x2, 3x3) for channel-major 3x3
-/// weights packed for the bf16 dot-product kernel, or `None` where this path does not apply
-/// (another kernel or order, or an odd `cin`, whose channel pairs straddle packed groups).
-pub(crate) fn f2_packed(
+/// The T² matrices `U[e]` (`cout x cin`) of variant `W` for channel-major 3x3 weights
+/// packed for an AVX-512 kernel, for products in `products`: F(2x2, 3x3) in bf16 (an even
+/// `cin`: channel pairs must not straddle packed groups) or F(4x4, 3x3) in f32. `None` where
+/// this path does not apply (other kernels, orders or combinations).
+pub(crate) fn packed<W: Minimal>(
     weight: &PackedMatrix,
+    products: Precision,
     order: DepthOrder,
     cin: usize,
     cout: usize,
 ) -> Option<Vec<PackedMatrix>> {
-    if order != DepthOrder::ChannelMajor || !cin.is_multiple_of(2) || cin == 0 {
+    if order != DepthOrder::ChannelMajor || cin == 0 || weight.precision() != products {
         return None;
     }
-    let src = weight.bf16_left_panels()?;
-    let w = BF16_LEFT_PANEL;
+    #[cfg(target_arch = "x86_64")]
+    match (W::T, products) {
+        (4, Precision::Bf16) if cin.is_multiple_of(2) => {
+            // SAFETY: the bf16 dot-product kernel packed the weights, so the CPU has it.
+            return by_panels::<u16, 16>(weight, cin, cout, |s, d| unsafe { f2_bf16(s, cin, d) });
+        }
+        (6, Precision::F32) => {
+            // SAFETY: the AVX-512 f32 kernel packed the weights, so the CPU has AVX-512 F.
+            return by_panels::<f32, 36>(weight, cin, cout, |s, d| unsafe { f4_f32(s, cin, d) });
+        }
+        _ => {}
+    }
+    let _ = (weight, cout);
+    None
+}
+
+/// Makes the `P` position matrices and runs `panel(weights, outputs)` for each panel of 14
+/// output channels on the threads: `weights` holds its 9 `cin` k values, each output `cin`.
+fn by_panels<E: crate::gemm::PackElem, const P: usize>(
+    weight: &PackedMatrix,
+    cin: usize,
+    cout: usize,
+    panel: impl Fn(&[E], &mut [&mut [E]; P]) + Sync,
+) -> Option<Vec<PackedMatrix>> {
+    let src = weight.avx512_left_panels::<E>()?;
+    let w = AVX512_LEFT_PANEL;
     // SAFETY: every value of every matrix is written below (each panel of each, in full).
-    let mut out = (0..POSITIONS)
-        .map(|_| unsafe { PackedMatrix::bf16_left_unwritten(cout, cin) })
+    let mut out = (0..P)
+        .map(|_| unsafe { PackedMatrix::avx512_left_unwritten::<E>(cout, cin) })
         .collect::<Option<Vec<_>>>()?;
     let (src_panel, dst_panel) = (9 * cin * w, cin * w);
     let panels = cout.div_ceil(w);
-    let mut per_panel: Vec<Vec<&mut [u16]>> = (0..panels).map(|_| Vec::new()).collect();
-    for m in out.iter_mut() {
-        let data = m.bf16_left_panels_mut().expect("made for the bf16 kernel");
-        for (p, chunk) in data.chunks_exact_mut(dst_panel).enumerate() {
-            per_panel[p].push(chunk);
-        }
-    }
     assert_eq!(
         src.len(),
         panels * src_panel,
         "winograd: packed weight size"
     );
+    let mut per_panel: Vec<Vec<&mut [E]>> = (0..panels).map(|_| Vec::new()).collect();
+    for m in out.iter_mut() {
+        let data = m
+            .avx512_left_panels_mut::<E>()
+            .expect("made for this kernel");
+        for (p, chunk) in data.chunks_exact_mut(dst_panel).enumerate() {
+            per_panel[p].push(chunk);
+        }
+    }
     per_panel
         .into_par_iter()
         .zip(src.par_chunks_exact(src_panel))
         .for_each(|(mut dst, src)| {
-            let dst: &mut [&mut [u16]; POSITIONS] =
-                (&mut dst[..]).try_into().expect("one slice per position");
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the bf16 dot-product kernel packed `src` (so the CPU has AVX512-BF16);
-            // `src` is one panel of 9 cin k values, each `dst` one panel of cin.
-            unsafe {
-                f2_panel(src, cin, dst)
-            };
+            let dst: &mut [&mut [E]; P] = (&mut dst[..]).try_into().expect("one per position");
+            panel(src, dst)
         });
     Some(out)
 }
 
-/// One panel: `src` holds 9 `cin` k values (`k = ci * 9 + tap`) of 14 lines as k pairs,
-/// each `dst[e]` `cin` k values (`k = ci`) of position e.
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// U = G g Gᵀ of one input channel from its 9 taps (tap = 3 ky + kx), per line, in the
+/// general path's order (G g by columns, then each row times Gᵀ): `u[T i + j]`, `filter`
+/// being the variant's G applied to one 3-tap line.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn transform<const T: usize, const P: usize>(
+    taps: &[__m512],
+    filter: impl Fn(__m512, __m512, __m512) -> [__m512; T],
+) -> [__m512; P] {
+    let cols = [0, 1, 2].map(|j| filter(taps[j], taps[3 + j], taps[6 + j]));
+    let mut u = [taps[0]; P];
+    for i in 0..T {
+        let row = filter(cols[0][i], cols[1][i], cols[2][i]);
+        u[T * i..T * i + T].copy_from_slice(&row);
+    }
+    u
+}
+
+/// F(2x2, 3x3) in bf16 for one panel: `src` holds 9 `cin` k values (`k = ci * 9 + tap`) of
+/// 14 lines as k pairs, each `dst[e]` `cin` k values (`k = ci`) of position e.
 ///
 /// # Safety
 /// The CPU has AVX-512 BF16; `cin` is even; the slices have the sizes above.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vl")]
-unsafe fn f2_panel(src: &[u16], cin: usize, dst: &mut [&mut [u16]; POSITIONS]) {
-    use std::arch::x86_64::*;
-    let w = BF16_LEFT_PANEL;
+unsafe fn f2_bf16(src: &[u16], cin: usize, dst: &mut [&mut [u16]; 16]) {
+    let w = AVX512_LEFT_PANEL;
     let group = 2 * w;
     debug_assert!(src.len() == 9 * cin * w && dst.iter().all(|d| d.len() == cin * w));
     let lines: __mmask16 = (1 << w) - 1;
     let high = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
     let pairs = crate::gemm::avx512::pair_index();
     let half = _mm512_set1_ps(0.5);
-    // G g of one 3-tap line, as `Minimal::filter` of F2 computes it.
+    // `Minimal::filter` of F2.
     let filter = |g0: __m512, g1: __m512, g2: __m512| {
         let sum = _mm512_add_ps(_mm512_add_ps(g0, g1), g2);
         let alt = _mm512_add_ps(_mm512_sub_ps(g0, g1), g2);
         [g0, _mm512_mul_ps(half, sum), _mm512_mul_ps(half, alt), g2]
     };
-    // U = G g Gᵀ of one input channel from its 9 taps (tap = 3 ky + kx), per line:
-    // `u[4 i + j]`, in the general path's order (columns first, then rows).
-    let transform = |taps: &[__m512]| {
-        let cols = [0, 1, 2].map(|j| filter(taps[j], taps[3 + j], taps[6 + j]));
-        let mut u = [_mm512_setzero_ps(); POSITIONS];
-        for i in 0..4 {
-            let row = filter(cols[0][i], cols[1][i], cols[2][i]);
-            u[4 * i..4 * i + 4].copy_from_slice(&row);
-        }
-        u
-    };
+    debug_assert_eq!(F2::T, 4);
     for cp in 0..cin / 2 {
         // k values 18 cp .. 18 cp + 18: channel 2 cp's taps, then channel 2 cp + 1's.
         let mut k = [_mm512_setzero_ps(); 18];
@@ -111,7 +141,8 @@ unsafe fn f2_panel(src: &[u16], cin: usize, dst: &mut [&mut [u16]; POSITIONS]) {
             k[2 * g] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(both));
             k[2 * g + 1] = _mm512_castsi512_ps(_mm512_and_si512(both, high));
         }
-        let (u0, u1) = (transform(&k[..9]), transform(&k[9..]));
+        let u0: [__m512; 16] = transform(&k[..9], filter);
+        let u1: [__m512; 16] = transform(&k[9..], filter);
         for (e, d) in dst.iter_mut().enumerate() {
             let rounded: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(u1[e], u0[e]));
             let paired = _mm512_permutexvar_epi16(pairs, rounded);
@@ -120,50 +151,124 @@ unsafe fn f2_panel(src: &[u16], cin: usize, dst: &mut [&mut [u16]; POSITIONS]) {
     }
 }
 
+/// F(4x4, 3x3) in f32 for one panel: `src` holds 9 `cin` k values (`k = ci * 9 + tap`) of
+/// 14 lines, each `dst[e]` `cin` k values (`k = ci`) of position e.
+///
+/// # Safety
+/// The CPU has AVX-512 F; the slices have the sizes above.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn f4_f32(src: &[f32], cin: usize, dst: &mut [&mut [f32]; 36]) {
+    let w = AVX512_LEFT_PANEL;
+    debug_assert!(src.len() == 9 * cin * w && dst.iter().all(|d| d.len() == cin * w));
+    let lines: __mmask16 = (1 << w) - 1;
+    let c = |x: f32| _mm512_set1_ps(x);
+    let (quarter, six, twelve, twenty_four) = (c(0.25), c(6.0), c(12.0), c(24.0));
+    let sign = _mm512_set1_epi32(i32::MIN);
+    // `Minimal::filter` of F4, operation for operation.
+    let filter = |g0: __m512, g1: __m512, g2: __m512| {
+        let even = _mm512_add_ps(g0, g2);
+        // A sign flip (not 0 - x, which would turn -0 into +0).
+        let neg = |x: __m512| _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign));
+        let (a, b, d) = (
+            _mm512_div_ps(g0, twenty_four),
+            _mm512_div_ps(g1, twelve),
+            _mm512_div_ps(g2, six),
+        );
+        [
+            _mm512_mul_ps(quarter, g0),
+            _mm512_div_ps(neg(_mm512_add_ps(even, g1)), six),
+            _mm512_div_ps(neg(_mm512_sub_ps(even, g1)), six),
+            _mm512_add_ps(_mm512_add_ps(a, b), d),
+            _mm512_add_ps(_mm512_sub_ps(a, b), d),
+            g2,
+        ]
+    };
+    debug_assert_eq!(F4::T, 6);
+    for ci in 0..cin {
+        let mut taps = [_mm512_setzero_ps(); 9];
+        for (t, tap) in taps.iter_mut().enumerate() {
+            *tap = _mm512_maskz_loadu_ps(lines, src.as_ptr().add((9 * ci + t) * w));
+        }
+        let u: [__m512; 36] = transform(&taps, filter);
+        for (e, d) in dst.iter_mut().enumerate() {
+            _mm512_mask_storeu_ps(d.as_mut_ptr().add(ci * w), lines, u[e]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::{Precision, Side, Strided};
+    use crate::gemm::{Side, Strided};
     use crate::tensor::with_f32;
     use crate::test_util::rand;
-    use crate::winograd::{filter_transform, minimal::F2};
+    use crate::winograd::{filter_transform, Transforms};
 
-    #[test]
-    fn packed_filters_equal_the_general_path_bit_for_bit() {
-        // Part panels (30 and 13 output channels), several channel pairs.
+    /// The packed filters of `W` against the general path's rows packed for the same
+    /// products, bit for bit (f32: value for value); false when this CPU's kernels do not take the packed path.
+    fn same_as_general_path<W: Minimal + Transforms>(precision: Precision) -> bool {
+        // Part panels (13, 30 output channels), several channels (pairs).
         for (cin, cout) in [(2, 13), (16, 30), (40, 14)] {
             let wt = rand(&[cout, cin, 3, 3], 5 + cin as u64);
-            let packed = with_f32("test", &wt, |d| {
-                PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, Precision::Bf16)
+            let weight = with_f32("test", &wt, |d| {
+                PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, precision)
             })
             .unwrap();
-            let Some(fast) = f2_packed(&packed, DepthOrder::ChannelMajor, cin, cout) else {
-                eprintln!("skipped: bf16 products do not run on the AVX512-BF16 kernel here");
-                return;
+            let order = DepthOrder::ChannelMajor;
+            let Some(fast) = packed::<W>(&weight, precision, order, cin, cout) else {
+                return false;
             };
-            let rows = filter_transform::<F2>(&packed, DepthOrder::ChannelMajor, cin, cout);
+            let rows = filter_transform::<W>(&weight, order, cin, cout);
+            let positions = W::T * W::T;
+            assert_eq!(fast.len(), positions);
             for (e, u) in fast.iter().enumerate() {
                 let view = Strided {
                     data: &rows[e * cin..],
                     lines: cout,
                     depth: cin,
-                    line_stride: POSITIONS * cin,
+                    line_stride: positions * cin,
                     depth_stride: 1,
                 };
-                let general = PackedMatrix::pack(view, Side::Left, Precision::Bf16);
-                assert!(
-                    u.bf16_left_panels() == general.bf16_left_panels(),
-                    "{cin}->{cout} position {e}"
-                );
+                let general = PackedMatrix::pack(view, Side::Left, precision);
+                let what = format!("{precision:?} {cin}->{cout} position {e}");
+                match precision {
+                    Precision::Bf16 => assert!(
+                        u.avx512_left_panels::<u16>() == general.avx512_left_panels::<u16>(),
+                        "{what}"
+                    ),
+                    // As values: padding lines (past cout) hold -0 here and +0 there.
+                    Precision::F32 => assert!(
+                        u.avx512_left_panels::<f32>() == general.avx512_left_panels::<f32>(),
+                        "{what}"
+                    ),
+                }
             }
         }
-        // Odd channel counts, and tap-major weights, take the general path.
-        let wt = rand(&[4, 3, 3, 3], 1);
-        let packed = with_f32("test", &wt, |d| {
-            PackedMatrix::pack(Strided::rows(d, 4, 27), Side::Left, Precision::Bf16)
-        })
-        .unwrap();
-        assert!(f2_packed(&packed, DepthOrder::ChannelMajor, 3, 4).is_none());
-        assert!(f2_packed(&packed, DepthOrder::TapMajor, 3, 4).is_none());
+        true
+    }
+
+    #[test]
+    fn packed_filters_equal_the_general_path_bit_for_bit() {
+        if !same_as_general_path::<F2>(Precision::Bf16) {
+            eprintln!("skipped F(2x2) bf16: no AVX512-BF16 dot-product kernel here");
+        }
+        if !same_as_general_path::<F4>(Precision::F32) {
+            eprintln!("skipped F(4x4) f32: no AVX-512 kernel here");
+        }
+        // Odd channel counts in bf16, tap-major weights, and the other pairings take the
+        // general path.
+        for precision in [Precision::Bf16, Precision::F32] {
+            let wt = rand(&[4, 3, 3, 3], 1);
+            let w = with_f32("test", &wt, |d| {
+                PackedMatrix::pack(Strided::rows(d, 4, 27), Side::Left, precision)
+            })
+            .unwrap();
+            let (cm, tm) = (DepthOrder::ChannelMajor, DepthOrder::TapMajor);
+            assert!(packed::<F2>(&w, Precision::Bf16, cm, 3, 4).is_none());
+            assert!(packed::<F4>(&w, precision, tm, 3, 4).is_none());
+            assert!(packed::<F2>(&w, Precision::F32, cm, 3, 4).is_none());
+            assert!(packed::<F4>(&w, Precision::Bf16, cm, 3, 4).is_none());
+        }
     }
 }
