@@ -79,6 +79,27 @@ pub(super) unsafe fn dealloc(ptr: *mut u8, size: usize) {
     }
 }
 
+/// Cuts a block from [`alloc`] of `size` bytes down to `new_size` (`HUGE <= new_size <=
+/// size`) in place: the pages past `new_size` are unmapped; the others keep their contents.
+///
+/// # Safety
+/// `ptr` came from [`alloc`] with `size`; it is freed with `new_size` afterwards.
+pub(super) unsafe fn shrink(ptr: *mut u8, size: usize, new_size: usize) {
+    debug_assert!(HUGE <= new_size && new_size <= size);
+    #[cfg(target_os = "linux")]
+    {
+        let (keep, len) = (new_size.next_multiple_of(4096), size.next_multiple_of(4096));
+        if len > keep {
+            libc::munmap(ptr.add(keep) as *mut libc::c_void, len - keep);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, size, new_size);
+        unreachable!("huge blocks come from the system allocator here, never cut");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +121,22 @@ mod tests {
                 assert_eq!(block[size - 1], 0xA5);
                 dealloc(p, size);
             }
+        }
+    }
+
+    #[test]
+    fn a_cut_block_keeps_its_first_bytes() {
+        let (size, new_size) = (5 * HUGE + 12345, 3 * HUGE + 777);
+        // SAFETY: cut to new_size, then freed with new_size.
+        unsafe {
+            let p = alloc(size);
+            assert!(!p.is_null());
+            std::slice::from_raw_parts_mut(p, size).fill(0x5A);
+            shrink(p, size, new_size);
+            let kept = std::slice::from_raw_parts_mut(p, new_size);
+            assert!(kept.iter().step_by(4093).all(|&b| b == 0x5A));
+            kept.fill(1);
+            dealloc(p, new_size);
         }
     }
 }
