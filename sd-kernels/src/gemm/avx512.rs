@@ -151,10 +151,7 @@ pub(crate) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
         return;
     }
     // The lanes of each 16-column half that lie inside C.
-    let half = |v: usize| -> __mmask16 {
-        let cols = t.cols.saturating_sub(16 * v).min(16);
-        ((1u32 << cols) - 1) as __mmask16
-    };
+    let half = |v: usize| prefix_mask(t.cols.saturating_sub(16 * v));
     store_rows::<R, true>(acc, t, [half(0), half(1)]);
 }
 
@@ -271,7 +268,7 @@ pub(crate) unsafe fn pack_pair_panel(
     for l0 in (0..w).step_by(16) {
         // Lines l0.. of every group: `width` lanes of the transposed registers.
         let width = 16.min(w - l0);
-        let store_mask: __mmask16 = (1u32 << width).wrapping_sub(1) as __mmask16;
+        let store_mask = prefix_mask(width);
         for g0 in (0..groups).step_by(16) {
             let values = kc - 2 * g0;
             let mask_lo = prefix_mask(values);
@@ -296,7 +293,7 @@ pub(crate) unsafe fn pack_pair_panel(
 
 /// The first `n` (clamped to 16) lanes.
 #[inline(always)]
-fn prefix_mask(n: usize) -> __mmask16 {
+pub(crate) fn prefix_mask(n: usize) -> __mmask16 {
     ((1u32 << n.min(16)) - 1) as __mmask16
 }
 

@@ -110,6 +110,11 @@ pub(crate) trait Kernel: Sync {
     );
 }
 
+/// Whether `A` and `B` are the same type (the packers and kernels specialise on f32 / u16).
+pub(crate) fn is_type<A: 'static, B: 'static>() -> bool {
+    std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>()
+}
+
 /// A packed element type, made from f32 values.
 pub(crate) trait PackElem: Copy + Default + Send + Sync + 'static {
     /// The packed value of `x`.

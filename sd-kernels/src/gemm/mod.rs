@@ -31,8 +31,8 @@ pub(crate) use operand::{ByRows, DepthRows};
 use std::mem::MaybeUninit;
 
 use crate::cpu::Isa;
-use kernel::Kernel;
 pub(crate) use kernel::PackElem;
+use kernel::{is_type, Kernel};
 use operand::{Operand, Prepacked};
 use rayon::prelude::*;
 
@@ -312,16 +312,21 @@ impl PackedMatrix {
     /// AVX512_LEFT_PANEL + kp l + q]` = depth `kp g + q` of line `p * AVX512_LEFT_PANEL + l`,
     /// zero past the lines or the depth. `None` for other kernels or element types.
     pub(crate) fn avx512_left_panels<E: PackElem>(&self) -> Option<&[E]> {
-        let (kernel, precision) = avx512_kernel_of::<E>()?;
-        (self.kernel == kernel && self.precision == precision && self.side == Side::Left)
+        self.is_avx512_left::<E>()
             .then(|| self.data.buf.slice(self.data.len))
     }
 
     /// The values of [`avx512_left_panels`](Self::avx512_left_panels), to be written.
     pub(crate) fn avx512_left_panels_mut<E: PackElem>(&mut self) -> Option<&mut [E]> {
-        let (kernel, precision) = avx512_kernel_of::<E>()?;
-        (self.kernel == kernel && self.precision == precision && self.side == Side::Left)
+        self.is_avx512_left::<E>()
             .then(|| self.data.buf.slice_mut(self.data.len))
+    }
+
+    /// Whether this is a left operand of the AVX-512 kernel that packs `E`, for its precision.
+    fn is_avx512_left<E: PackElem>(&self) -> bool {
+        avx512_kernel_of::<E>().is_some_and(|(kernel, precision)| {
+            self.kernel == kernel && self.precision == precision && self.side == Side::Left
+        })
     }
 
     /// A `lines x depth` left operand in the layout of
@@ -336,10 +341,10 @@ impl PackedMatrix {
         depth: usize,
     ) -> Option<Self> {
         let (kernel, precision) = avx512_kernel_of::<E>()?;
-        if KernelId::select(precision, depth) != kernel {
+        let (selected, _, _, len) = Self::layout(precision, lines, depth, Side::Left);
+        if selected != kernel {
             return None;
         }
-        let (kernel, _, _, len) = Self::layout(precision, lines, depth, Side::Left);
         let buf = AlignedBuf::unwritten::<E>(len);
         Some(Self::assemble(
             Side::Left,
@@ -566,11 +571,10 @@ const _: () = assert!(
 fn avx512_kernel_of<E: PackElem>() -> Option<(KernelId, Precision)> {
     #[cfg(target_arch = "x86_64")]
     {
-        let is = |t: std::any::TypeId| std::any::TypeId::of::<E>() == t;
-        if is(std::any::TypeId::of::<u16>()) {
+        if is_type::<E, u16>() {
             return Some((KernelId::Avx512Bf16, Precision::Bf16));
         }
-        if is(std::any::TypeId::of::<f32>()) {
+        if is_type::<E, f32>() {
             return Some((KernelId::Avx512, Precision::F32));
         }
     }
@@ -711,11 +715,10 @@ impl<E: PackElem> PackedAccess<E> for PackedMatrix {
     fn prepacked(&self) -> Prepacked<'_, E> {
         let kp = self.kernel.group(self.side);
         let groups_total = self.depth.div_ceil(kp);
-        let is = |t: std::any::TypeId| std::any::TypeId::of::<E>() == t;
         let matches = if self.data.bf16 {
-            is(std::any::TypeId::of::<u16>())
+            is_type::<E, u16>()
         } else {
-            is(std::any::TypeId::of::<f32>())
+            is_type::<E, f32>()
         };
         assert!(matches, "packed data type does not match its kernel");
         let data: &[E] = self.data.buf.slice(self.data.len);
@@ -766,11 +769,8 @@ unsafe fn run<K: Kernel, S: DepthRows>(
         {
             // Whole panels read in place; the last rows (fewer than MR) packed as usual.
             let main = m / K::MR * K::MR;
-            // SAFETY: only f32 kernels read A in place (DIRECT_A); checked by TypeId.
-            assert_eq!(
-                std::any::TypeId::of::<K::Elem>(),
-                std::any::TypeId::of::<f32>()
-            );
+            // SAFETY: only f32 kernels read A in place (DIRECT_A); checked by type.
+            assert!(is_type::<K::Elem, f32>(), "matmul: A read in place is f32");
             let data: &[K::Elem] = std::slice::from_raw_parts(s.data.as_ptr().cast(), s.data.len());
             let direct = operand::DirectRows {
                 data,

@@ -4,7 +4,7 @@
 //! (strided matrices, convolution patches).
 
 use super::buffer::AlignedBuf;
-use super::kernel::PackElem;
+use super::kernel::{is_type, PackElem};
 
 /// A block of panels: panel `p` starts at `ptr + p * panel_stride`; `row_stride` 0 means
 /// packed panels, else rows read in place at that distance (direct A).
@@ -109,7 +109,7 @@ pub(super) fn pack_by_rows<E: PackElem, S: DepthRows>(
     let mut rows = vec![0f32; w * kp];
     let fast_bf16 =
         kp == 2 && w.is_multiple_of(16) && crate::cpu::Isa::supported().has_bf16_instructions();
-    let direct_f32 = kp == 1 && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>();
+    let direct_f32 = kp == 1 && is_type::<E, f32>();
     // A source whose values are computed (convolution patches) fills a whole f32 panel at once,
     // locating each line once for all depths; pairs of its rows are then interleaved.
     let mut computed = Vec::new();
@@ -296,7 +296,7 @@ impl<E: PackElem> Operand<E> for Strided<'_> {
         scratch: &mut AlignedBuf,
     ) -> Panels<E> {
         if kp == 1
-            && std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>()
+            && is_type::<E, f32>()
             && (l0, nl, self.lines, self.line_stride, self.depth_stride) == (0, w, w, 1, w)
         {
             // Already one packed f32 panel (depth rows of exactly `w` lines, e.g. attention's
@@ -389,8 +389,8 @@ fn pack_contiguous_as<E: PackElem, S: PackSource, const KP: usize>(
     assert!(dst.len().is_multiple_of(panel_stride) && dst.len() / panel_stride == nl.div_ceil(w));
     #[cfg(target_arch = "x86_64")]
     if KP == 2
-        && is::<S, f32>()
-        && is::<E, u16>()
+        && is_type::<S, f32>()
+        && is_type::<E, u16>()
         && crate::cpu::Isa::supported().has_bf16_instructions()
     {
         // Activations packed for the bf16 kernels at every product: converted and transposed
@@ -458,11 +458,6 @@ pub(super) fn pack_blocks<E: PackElem, S: PackSource, const KP: usize>(
             }
         }
     }
-}
-
-/// Whether `A` and `B` are the same type.
-fn is<A: 'static, B: 'static>() -> bool {
-    std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>()
 }
 
 /// Any [`DepthRows`] source packed row by row.

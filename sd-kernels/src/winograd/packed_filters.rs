@@ -121,7 +121,7 @@ unsafe fn f2_bf16(src: &[u16], cin: usize, dst: &mut [&mut [u16]; 16]) {
     let w = AVX512_LEFT_PANEL;
     let group = 2 * w;
     debug_assert!(src.len() == 9 * cin * w && dst.iter().all(|d| d.len() == cin * w));
-    let lines: __mmask16 = (1 << w) - 1;
+    let lines = crate::gemm::avx512::prefix_mask(w);
     let high = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
     let pairs = crate::gemm::avx512::pair_index();
     let half = _mm512_set1_ps(0.5);
@@ -161,7 +161,7 @@ unsafe fn f2_bf16(src: &[u16], cin: usize, dst: &mut [&mut [u16]; 16]) {
 unsafe fn f4_f32(src: &[f32], cin: usize, dst: &mut [&mut [f32]; 36]) {
     let w = AVX512_LEFT_PANEL;
     debug_assert!(src.len() == 9 * cin * w && dst.iter().all(|d| d.len() == cin * w));
-    let lines: __mmask16 = (1 << w) - 1;
+    let lines = crate::gemm::avx512::prefix_mask(w);
     let c = |x: f32| _mm512_set1_ps(x);
     let (quarter, six, twelve, twenty_four) = (c(0.25), c(6.0), c(12.0), c(24.0));
     let sign = _mm512_set1_epi32(i32::MIN);
