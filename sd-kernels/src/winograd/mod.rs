@@ -29,6 +29,7 @@ mod minimal;
 mod packed_filters;
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -41,6 +42,21 @@ use minimal::{Minimal, F2, F4, T_MAX};
 
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
 const CHUNK_FLOATS: usize = 8 << 20;
+
+/// Bytes of transformed filters U made at a time: U holds T² values for every 9 weights (in
+/// f32, 236 MB for a 1280 -> 1280 convolution in F(4x4, 3x3)), so a wide convolution makes
+/// it for a part of its output channels, runs their products, then makes the next part.
+/// Whole, U was fresh memory each call, and the blocks it left in the allocator's cache
+/// pushed out the activations' (page zeroing took 5.4% of a f32 512² UNet call).
+const FILTER_PART_BYTES: usize = 32 << 20;
+
+/// Output channels per part of U (see [`FILTER_PART_BYTES`]) when each takes `line_bytes`:
+/// whole panels, in parts of near equal size, all of them (`cout`) when U is small.
+fn filter_part(line_bytes: usize, cout: usize) -> usize {
+    let panel = gemm::AVX512_LEFT_PANEL;
+    let parts = (line_bytes * cout).div_ceil(FILTER_PART_BYTES).max(1);
+    cout.div_ceil(parts).next_multiple_of(panel).min(cout)
+}
 
 /// Images smaller than this many pixels (over the batch) stay on the direct product, where
 /// the transforms' fixed costs (U is recomputed per call: T²/9 of the weights) outweigh the
@@ -68,10 +84,9 @@ pub(crate) const NARROW_CHANNELS: usize = 320;
 /// cost that wide products repay on smaller images.
 ///
 /// Not f32: F(4x4, 3x3) of 1280 ch 16² x 2 alone beats direct (criterion 38.5 against
-/// 73.7 ms), but its U holds 36 f32 values for every 9 weights (236 MB for 1280 x 1280,
-/// 472 MB for 2560 inputs), fresh pages in a UNet call (page zeroing took 6.4% of a f32
-/// 512² call) and above the f32 memory budget; a UNet f32 512² call gained nothing (2 rounds
-/// of 3 calls, min 7.37 / 7.04 s against 7.36 / 7.05 s).
+/// 73.7 ms), but in a UNet call it lost, even with U made in parts ([`FILTER_PART_BYTES`]):
+/// f32 512², 3 alternating rounds of 3 calls, min 7.82 / 7.50 / 7.21 s direct against
+/// 8.04 / 7.72 / 7.84 s (U is 4x the weights, read from memory by every position's product).
 pub(crate) const WIDE_CHANNELS: usize = 1280;
 
 /// See [`WIDE_CHANNELS`]. Measured (bf16, 2 threads, AVX512-BF16 Zen 4; direct / F(2x2)):
@@ -235,12 +250,22 @@ fn conv3x3_as<W: Minimal + Transforms>(
         assert_eq!(r.len(), out.len(), "winograd: residual length");
     }
     let positions = W::T * W::T;
-    let u = Filters::of::<W>(weight, precision, order, cin, cout);
     let isa = Isa::active();
     let (th, tw) = grid.tiles(W::M);
     let rows_total = batch * th;
     let rows_per_chunk = (CHUNK_FLOATS / (positions * cin.max(cout) * tw)).clamp(1, rows_total);
     let max_tiles = rows_per_chunk * tw;
+    // U for `part` output channels at a time, made for each part, or whole and made once
+    // where it fits in one part or the tiles come in several chunks.
+    let value_bytes = match precision {
+        Precision::F32 => 4,
+        Precision::Bf16 => 2,
+    };
+    let mut part = filter_part(positions * cin * value_bytes, cout);
+    if rows_per_chunk < rows_total {
+        part = cout;
+    }
+    let whole = (part >= cout).then(|| Filters::of::<W>(weight, precision, order, cin, 0..cout));
     let mut v = output(positions * cin * max_tiles);
     let mut m = Unwritten::new(positions * cout * max_tiles);
     let plane = h * w;
@@ -252,11 +277,25 @@ fn conv3x3_as<W: Minimal + Transforms>(
         v.par_chunks_mut(positions * tiles)
             .enumerate()
             .for_each(|(ci, dst)| W::input_tiles(input, map, &grid, ci, (r0, r1), dst));
-        m.par_chunks_mut(cout * tiles)
-            .enumerate()
-            .for_each(|(e, m_e)| {
+        for c0 in (0..cout).step_by(part) {
+            let outputs = c0..(c0 + part).min(cout);
+            let made;
+            let u = match &whole {
+                Some(u) => u,
+                None => {
+                    made = Filters::of::<W>(weight, precision, order, cin, outputs.clone());
+                    &made
+                }
+            };
+            let rows = outputs.len();
+            // Rows `outputs` of every position's product ([e][cout][tiles]).
+            let mut parts: Vec<&mut [MaybeUninit<f32>]> = m
+                .chunks_mut(cout * tiles)
+                .map(|m_e| &mut m_e[outputs.start * tiles..outputs.end * tiles])
+                .collect();
+            parts.par_iter_mut().enumerate().for_each(|(e, m_e)| {
                 let _tier = TierGuard::enter(isa);
-                let u_e = u.position(e, positions, cin, cout);
+                let u_e = u.position(e, positions, cin, rows);
                 let v_e = Strided {
                     data: &v[e * tiles..],
                     lines: tiles,
@@ -273,6 +312,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
                     precision,
                 );
             });
+        }
         // Output planes (image, co) this chunk writes rows of.
         let (first, last) = (r0 / th, (r1 - 1) / th);
         let span = first * cout * plane..(last + 1) * cout * plane;
@@ -306,25 +346,28 @@ enum Filters {
 impl Filters {
     /// U for `weight`, packed straight for the products where [`packed_filters`] applies
     /// (F(2x2, 3x3) in bf16 and F(4x4, 3x3) in f32 on the AVX-512 kernels), else as rows.
+    /// Only the output channels `outputs` (starting on a panel of [`gemm::AVX512_LEFT_PANEL`]
+    /// lines): U's lines are those channels.
     fn of<W: Minimal + Transforms>(
         weight: &PackedMatrix,
         products: Precision,
         order: DepthOrder,
         cin: usize,
-        cout: usize,
+        outputs: Range<usize>,
     ) -> Self {
-        match packed_filters::packed::<W>(weight, products, order, cin, cout) {
+        match packed_filters::packed::<W>(weight, products, order, cin, outputs.clone()) {
             Some(u) => Filters::Packed(u),
-            None => Filters::Rows(filter_transform::<W>(weight, order, cin, cout)),
+            None => Filters::Rows(filter_transform::<W>(weight, order, cin, outputs)),
         }
     }
 
-    /// The left operand of position `e`'s product (`cout x cin`).
-    fn position(&self, e: usize, positions: usize, cin: usize, cout: usize) -> MatOperand<'_> {
+    /// The left operand of position `e`'s product (`lines x cin`, `lines` those U was made
+    /// for).
+    fn position(&self, e: usize, positions: usize, cin: usize, lines: usize) -> MatOperand<'_> {
         match self {
             Filters::Rows(u) => MatOperand::Strided(Strided {
                 data: &u[e * cin..],
-                lines: cout,
+                lines,
                 depth: cin,
                 line_stride: positions * cin,
                 depth_stride: 1,
@@ -334,15 +377,16 @@ impl Filters {
     }
 }
 
-/// U as `[cout][T²][cin]`: row `co` of the product for position `e` is at `(co * T² + e) * cin`.
+/// U of the output channels `outputs` as `[outputs][T²][cin]`: row `co` (counted from
+/// `outputs.start`) of the product for position `e` is at `(co * T² + e) * cin`.
 fn filter_transform<W: Minimal + Transforms>(
     weight: &PackedMatrix,
     order: DepthOrder,
     cin: usize,
-    cout: usize,
+    outputs: Range<usize>,
 ) -> Vec<f32> {
     let positions = W::T * W::T;
-    let mut u = Unwritten::new(cout * positions * cin);
+    let mut u = Unwritten::new(outputs.len() * positions * cin);
     u.slots()
         .par_chunks_mut(positions * cin)
         .enumerate()
@@ -352,7 +396,7 @@ fn filter_transform<W: Minimal + Transforms>(
                 (vec![0f32; cin * 9], vec![0f32; cin * 9], scratch)
             },
             |(line, taps, cols), (co, dst)| {
-                weight.unpack_line(co, line);
+                weight.unpack_line(outputs.start + co, line);
                 match order {
                     DepthOrder::TapMajor => W::filters(line, cols, dst),
                     DepthOrder::ChannelMajor => {
@@ -840,6 +884,37 @@ mod tests {
         run(f32_plan(Variant::F2), 2, 512, 16, 66, 66, Precision::F32, 7);
         // F(4x4, 3x3): 17 tile rows per image, 16 * 36 * 512 * 17 values per tile row.
         run(f32_plan(Variant::F4), 2, 512, 16, 66, 66, Precision::F32, 7);
+    }
+
+    #[test]
+    fn wide_convolutions_make_their_filters_in_parts() {
+        // f32 F(4x4): 36 x 512 x 4 bytes per output channel, 35 MB for 480: two parts of
+        // 252 and 228 channels (the second ends off a panel).
+        assert_eq!(filter_part(36 * 512 * 4, 480), 252);
+        run(
+            Plan::forced(Variant::F4, Precision::F32),
+            1,
+            512,
+            480,
+            4,
+            6,
+            Precision::F32,
+            9,
+        );
+        // bf16 F(2x2): 16 x 1024 x 2 bytes per output channel, 34 MB for 1040: 2 parts.
+        assert_eq!(filter_part(16 * 1024 * 2, 1040), 532);
+        run(
+            Plan::forced(Variant::F2, Precision::Bf16),
+            1,
+            1024,
+            1040,
+            4,
+            4,
+            Precision::Bf16,
+            11,
+        );
+        // Small filters stay whole.
+        assert_eq!(filter_part(36 * 320 * 4, 320), 320);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::conv::DepthOrder;
@@ -23,12 +25,15 @@ use super::minimal::{Minimal, F2, F4};
 /// packed for an AVX-512 kernel, for products in `products`: F(2x2, 3x3) in bf16 (an even
 /// `cin`: channel pairs must not straddle packed groups) or F(4x4, 3x3) in f32. `None` where
 /// this path does not apply (other kernels, orders or combinations).
+///
+/// Only the output channels `outputs` (starting on a panel, `outputs.start` a multiple of
+/// [`AVX512_LEFT_PANEL`]) are transformed: the matrices have `outputs.len()` lines.
 pub(crate) fn packed<W: Minimal>(
     weight: &PackedMatrix,
     products: Precision,
     order: DepthOrder,
     cin: usize,
-    cout: usize,
+    outputs: Range<usize>,
 ) -> Option<Vec<PackedMatrix>> {
     if order != DepthOrder::ChannelMajor || cin == 0 || weight.precision() != products {
         return None;
@@ -37,39 +42,51 @@ pub(crate) fn packed<W: Minimal>(
     match (W::T, products) {
         (4, Precision::Bf16) if cin.is_multiple_of(2) => {
             // SAFETY: the bf16 dot-product kernel packed the weights, so the CPU has it.
-            return by_panels::<u16, 16>(weight, cin, cout, |s, d| unsafe { f2_bf16(s, cin, d) });
+            return by_panels::<u16, 16>(weight, cin, outputs, |s, d| unsafe {
+                f2_bf16(s, cin, d)
+            });
         }
         (6, Precision::F32) => {
             // SAFETY: the AVX-512 f32 kernel packed the weights, so the CPU has AVX-512 F.
-            return by_panels::<f32, 36>(weight, cin, cout, |s, d| unsafe { f4_f32(s, cin, d) });
+            return by_panels::<f32, 36>(weight, cin, outputs, |s, d| unsafe { f4_f32(s, cin, d) });
         }
         _ => {}
     }
-    let _ = (weight, cout);
+    let _ = (weight, outputs);
     None
 }
 
-/// Makes the `P` position matrices and runs `panel(weights, outputs)` for each panel of 14
-/// output channels on the threads: `weights` holds its 9 `cin` k values, each output `cin`.
+/// Makes the `P` position matrices of the output channels `outputs` and runs `panel(weights,
+/// outputs)` for each of their panels of 14 output channels on the threads: `weights` holds
+/// its 9 `cin` k values, each output `cin`.
 fn by_panels<E: crate::gemm::PackElem, const P: usize>(
     weight: &PackedMatrix,
     cin: usize,
-    cout: usize,
+    outputs: Range<usize>,
     panel: impl Fn(&[E], &mut [&mut [E]; P]) + Sync,
 ) -> Option<Vec<PackedMatrix>> {
     let src = weight.avx512_left_panels::<E>()?;
     let w = AVX512_LEFT_PANEL;
+    assert!(
+        outputs.start.is_multiple_of(w)
+            && (outputs.end.is_multiple_of(w) || outputs.end == weight.lines())
+            && outputs.start <= outputs.end
+            && outputs.end <= weight.lines(),
+        "winograd: output channels {outputs:?} not on panels of {} lines",
+        weight.lines()
+    );
     // SAFETY: every value of every matrix is written below (each panel of each, in full).
     let mut out = (0..P)
-        .map(|_| unsafe { PackedMatrix::avx512_left_unwritten::<E>(cout, cin) })
+        .map(|_| unsafe { PackedMatrix::avx512_left_unwritten::<E>(outputs.len(), cin) })
         .collect::<Option<Vec<_>>>()?;
     let (src_panel, dst_panel) = (9 * cin * w, cin * w);
-    let panels = cout.div_ceil(w);
     assert_eq!(
         src.len(),
-        panels * src_panel,
+        weight.lines().div_ceil(w) * src_panel,
         "winograd: packed weight size"
     );
+    let src = &src[outputs.start / w * src_panel..];
+    let panels = outputs.len().div_ceil(w);
     let mut per_panel: Vec<Vec<&mut [E]>> = (0..panels).map(|_| Vec::new()).collect();
     for m in out.iter_mut() {
         let data = m
@@ -81,7 +98,7 @@ fn by_panels<E: crate::gemm::PackElem, const P: usize>(
     }
     per_panel
         .into_par_iter()
-        .zip(src.par_chunks_exact(src_panel))
+        .zip(src.par_chunks_exact(src_panel).take(panels))
         .for_each(|(mut dst, src)| {
             let dst: &mut [&mut [E]; P] = (&mut dst[..]).try_into().expect("one per position");
             panel(src, dst)
@@ -208,30 +225,37 @@ mod tests {
     /// The packed filters of `W` against the general path's rows packed for the same
     /// products, bit for bit (f32: value for value); false when this CPU's kernels do not take the packed path.
     fn same_as_general_path<W: Minimal + Transforms>(precision: Precision) -> bool {
-        // Part panels (13, 30 output channels), several channels (pairs).
-        for (cin, cout) in [(2, 13), (16, 30), (40, 14)] {
+        // Part panels (13, 30 output channels), several channels (pairs), and a range of
+        // output channels: from the second panel to the end, and a middle panel.
+        for (cin, cout, outputs) in [
+            (2, 13, 0..13),
+            (16, 30, 0..30),
+            (16, 30, 14..30),
+            (40, 14, 0..14),
+            (40, 42, 14..28),
+        ] {
             let wt = rand(&[cout, cin, 3, 3], 5 + cin as u64);
             let weight = with_f32("test", &wt, |d| {
                 PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, precision)
             })
             .unwrap();
             let order = DepthOrder::ChannelMajor;
-            let Some(fast) = packed::<W>(&weight, precision, order, cin, cout) else {
+            let Some(fast) = packed::<W>(&weight, precision, order, cin, outputs.clone()) else {
                 return false;
             };
-            let rows = filter_transform::<W>(&weight, order, cin, cout);
+            let rows = filter_transform::<W>(&weight, order, cin, outputs.clone());
             let positions = W::T * W::T;
             assert_eq!(fast.len(), positions);
             for (e, u) in fast.iter().enumerate() {
                 let view = Strided {
                     data: &rows[e * cin..],
-                    lines: cout,
+                    lines: outputs.len(),
                     depth: cin,
                     line_stride: positions * cin,
                     depth_stride: 1,
                 };
                 let general = PackedMatrix::pack(view, Side::Left, precision);
-                let what = format!("{precision:?} {cin}->{cout} position {e}");
+                let what = format!("{precision:?} {cin}->{outputs:?} of {cout} position {e}");
                 match precision {
                     Precision::Bf16 => assert!(
                         u.avx512_left_panels::<u16>() == general.avx512_left_panels::<u16>(),
@@ -265,10 +289,10 @@ mod tests {
             })
             .unwrap();
             let (cm, tm) = (DepthOrder::ChannelMajor, DepthOrder::TapMajor);
-            assert!(packed::<F2>(&w, Precision::Bf16, cm, 3, 4).is_none());
-            assert!(packed::<F4>(&w, precision, tm, 3, 4).is_none());
-            assert!(packed::<F2>(&w, Precision::F32, cm, 3, 4).is_none());
-            assert!(packed::<F4>(&w, Precision::Bf16, cm, 3, 4).is_none());
+            assert!(packed::<F2>(&w, Precision::Bf16, cm, 3, 0..4).is_none());
+            assert!(packed::<F4>(&w, precision, tm, 3, 0..4).is_none());
+            assert!(packed::<F2>(&w, Precision::F32, cm, 3, 0..4).is_none());
+            assert!(packed::<F4>(&w, Precision::Bf16, cm, 3, 0..4).is_none());
         }
     }
 }
