@@ -47,15 +47,25 @@ pub struct Encoded {
     pub upcast_to_f32: bool,
 }
 
+/// Whether a model computing in `dtype` keeps the f32 overflow fallback: f16 only. bf16 has
+/// f32's exponent range, so a pass that overflows in bf16 overflows in f32 as well; and the
+/// kept weights would be a second copy wherever the layers pack their own (sd-kernels' CPU
+/// convolutions): 160 MB of an SD 1.5 VAE, which a 512² bf16 text-to-image run's peak memory
+/// does not have to spare.
+fn has_fallback(dtype: DType) -> bool {
+    dtype == DType::F16
+}
+
 impl AutoencoderKl {
     /// Builds the model from diffusers-named weights (`encoder.*`, `decoder.*`, `quant_conv.*`,
     /// `post_quant_conv.*`) in `vb`'s dtype and device.
     ///
-    /// For f16 / bf16 the loaded weights are remembered (sharing their storage) so that an
-    /// overflowing pass can be redone with them upcast to f32, as diffusers' `upcast_vae` does.
+    /// For f16 the loaded weights are remembered (sharing their storage) so that an
+    /// overflowing pass can be redone with them upcast to f32, as diffusers' `upcast_vae` does
+    /// (see [`has_fallback`]).
     pub fn new(config: &AutoencoderKlConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
-        if vb.dtype() == DType::F32 {
+        if !has_fallback(vb.dtype()) {
             return Self::build(config, vb, None);
         }
         let (recording, seen) = Recorder::wrap(vb.clone());
@@ -68,8 +78,8 @@ impl AutoencoderKl {
 
     /// Memory-maps safetensors files (e.g. `vae/diffusion_pytorch_model.safetensors`) and builds
     /// the model in `dtype` on `device`. Errors name the missing / misshapen / non-float tensor
-    /// and its file. For f16 / bf16 the f32 fallback re-reads the files, so it sees the weights
-    /// at their stored precision.
+    /// and its file. For f16 the f32 fallback re-reads the files, so it sees the weights at
+    /// their stored precision.
     pub fn from_safetensors(
         config: &AutoencoderKlConfig,
         paths: &[impl AsRef<Path>],
@@ -78,7 +88,7 @@ impl AutoencoderKl {
     ) -> Result<Self> {
         config.validate()?;
         let (vb, slot) = mmap_var_builder(paths, dtype, device)?;
-        let fallback = (dtype != DType::F32).then(|| F32Fallback::new(vb.clone()));
+        let fallback = has_fallback(dtype).then(|| F32Fallback::new(vb.clone()));
         Self::build(config, vb, fallback).map_err(|e| precise(e, &slot))
     }
 

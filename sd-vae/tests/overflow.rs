@@ -135,3 +135,17 @@ fn ordinary_f16_decode_does_not_upcast() {
         .unwrap();
     assert!(!out.upcast_to_f32);
 }
+
+/// bf16 has f32's exponent range: the model that overflows f16 decodes in bf16 with no f32
+/// pass (bf16 keeps no fallback) and within bf16's bound of diffusers' f32 result.
+#[test]
+fn bf16_decodes_the_overflow_model_without_an_f32_pass() {
+    let vb = VarBuilder::from_tensors(overflow_weights(), DType::BF16, &Device::Cpu);
+    let vae = AutoencoderKl::new(&config("sd1"), vb).unwrap();
+    let out = vae
+        .decode_with_status(&tensors("inputs.safetensors")["latents_b"], None)
+        .unwrap();
+    assert!(!out.upcast_to_f32);
+    assert_eq!(out.sample.dtype(), DType::BF16);
+    assert_close("overflow bf16", &out.sample, &reference(), 4e-2);
+}
