@@ -27,16 +27,62 @@ const SLOTS: usize = 128;
 /// Alignment of every cached block, so one block can serve any request of its size.
 const ALIGN: usize = 64;
 
-/// Freed blocks: (size, address), size 0 = empty slot.
+/// Freed blocks: (size, address), size 0 = empty slot, with when each was freed.
 struct Cache {
     slots: [(usize, usize); SLOTS],
+    /// `freed[i]`: the clock when the block in `slots[i]` was kept.
+    freed: [u64; SLOTS],
+    /// Counts kept blocks.
+    clock: u64,
     bytes: usize,
 }
 
-static CACHE: Mutex<Cache> = Mutex::new(Cache {
-    slots: [(0, 0); SLOTS],
-    bytes: 0,
-});
+static CACHE: Mutex<Cache> = Mutex::new(Cache::EMPTY);
+
+impl Cache {
+    const EMPTY: Cache = Cache {
+        slots: [(0, 0); SLOTS],
+        freed: [0; SLOTS],
+        clock: 0,
+        bytes: 0,
+    };
+
+    /// Keeps the freed block `(size, address)` (`size <= limit`), first taking out the blocks
+    /// freed longest ago until it fits in `limit` bytes and a slot; returns how many blocks
+    /// it took out, into the start of `out`, for the caller to give back to the system.
+    ///
+    /// The oldest go, not the newest: a UNet call asks again soon for the sizes it just
+    /// freed (those of the level it works at), while blocks kept from an earlier level wait
+    /// for the next call. Turning the newest away instead left the cache full of stale sizes
+    /// (bf16 512²: 1.2-1.4 GB of fresh, zeroed pages per call).
+    fn keep(
+        &mut self,
+        size: usize,
+        address: usize,
+        limit: usize,
+        out: &mut [(usize, usize); SLOTS],
+    ) -> usize {
+        let mut taken = 0;
+        loop {
+            let free_slot = self.slots.iter().position(|s| s.0 == 0);
+            if let (Some(i), true) = (free_slot, self.bytes + size <= limit) {
+                self.slots[i] = (size, address);
+                self.freed[i] = self.clock;
+                self.clock += 1;
+                self.bytes += size;
+                return taken;
+            }
+            let oldest = (0..SLOTS)
+                .filter(|&i| self.slots[i].0 != 0)
+                .min_by_key(|&i| self.freed[i])
+                .expect("a full cache holds blocks");
+            out[taken] = self.slots[oldest];
+            taken += 1;
+            self.bytes -= self.slots[oldest].0;
+            self.slots[oldest] = (0, 0);
+        }
+    }
+}
 
 /// 0 = not read yet; else the byte limit + 1.
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
@@ -242,16 +288,18 @@ unsafe impl GlobalAlloc for CachingAllocator {
         if UNCACHED.load(Ordering::Relaxed) > 0 {
             return free(ptr, size);
         }
-        if let Ok(mut cache) = CACHE.lock() {
-            if cache.bytes + size <= limit {
-                if let Some(slot) = cache.slots.iter_mut().find(|s| s.0 == 0) {
-                    *slot = (size, ptr as usize);
-                    cache.bytes += size;
-                    return;
-                }
-            }
+        if size > limit {
+            return free(ptr, size);
         }
-        free(ptr, size)
+        let mut out = [(0, 0); SLOTS];
+        let taken = match CACHE.lock() {
+            Ok(mut cache) => cache.keep(size, ptr as usize, limit, &mut out),
+            Err(_) => return free(ptr, size),
+        };
+        for &(size, address) in &out[..taken] {
+            // SAFETY: a kept block, allocated by `fresh` with this size, now out of the cache.
+            free(address as *mut u8, size);
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -295,6 +343,33 @@ mod tests {
         assert_eq!(CachingAllocator::limit(), before + (4 << 20));
         CachingAllocator::release_all();
         assert_eq!(CachingAllocator::cached_bytes(), 0);
+    }
+
+    #[test]
+    fn a_full_cache_gives_back_the_blocks_freed_longest_ago() {
+        let mut cache = Cache::EMPTY;
+        let mut out = [(0, 0); SLOTS];
+        for (i, size) in [4, 3, 2, 1].into_iter().enumerate() {
+            assert_eq!(cache.keep(size, 100 + i, 10, &mut out), 0);
+        }
+        // 10 bytes kept; 5 more push out the first two (4 and 3 bytes).
+        assert_eq!(cache.keep(5, 200, 10, &mut out), 2);
+        assert_eq!(out[..2], [(4, 100), (3, 101)]);
+        assert_eq!(cache.bytes, 8);
+        // Taking a block out and keeping it again makes it the newest.
+        let i = best_fit(&cache.slots, 2, false).unwrap();
+        cache.bytes -= cache.slots[i].0;
+        cache.slots[i] = (0, 0);
+        assert_eq!(cache.keep(2, 102, 10, &mut out), 0);
+        assert_eq!(cache.keep(3, 300, 10, &mut out), 1);
+        assert_eq!(out[0], (1, 103));
+        // With every slot taken, the oldest block goes though the bytes would fit.
+        let mut cache = Cache::EMPTY;
+        for i in 0..SLOTS {
+            cache.keep(1, i, usize::MAX, &mut out);
+        }
+        assert_eq!(cache.keep(1, 999, usize::MAX, &mut out), 1);
+        assert_eq!(out[0], (1, 0));
     }
 
     #[test]
