@@ -61,8 +61,8 @@ impl AutoencoderKl {
     /// `post_quant_conv.*`) in `vb`'s dtype and device.
     ///
     /// For f16 the loaded weights are remembered (sharing their storage) so that an
-    /// overflowing pass can be redone with them upcast to f32, as diffusers' `upcast_vae` does
-    /// (see [`has_fallback`]).
+    /// overflowing pass can be redone with them upcast to f32, as diffusers' `upcast_vae` does.
+    /// bf16 keeps no such fallback: it has f32's exponent range.
     pub fn new(config: &AutoencoderKlConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         if !has_fallback(vb.dtype()) {
