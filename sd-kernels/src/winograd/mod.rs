@@ -888,31 +888,18 @@ mod tests {
 
     #[test]
     fn wide_convolutions_make_their_filters_in_parts() {
-        // f32 F(4x4): 36 x 512 x 4 bytes per output channel, 35 MB for 480: two parts of
-        // 252 and 228 channels (the second ends off a panel).
-        assert_eq!(filter_part(36 * 512 * 4, 480), 252);
-        run(
-            Plan::forced(Variant::F4, Precision::F32),
-            1,
-            512,
-            480,
-            4,
-            6,
-            Precision::F32,
-            9,
-        );
-        // bf16 F(2x2): 16 x 1024 x 2 bytes per output channel, 34 MB for 1040: 2 parts.
-        assert_eq!(filter_part(16 * 1024 * 2, 1040), 532);
-        run(
-            Plan::forced(Variant::F2, Precision::Bf16),
-            1,
-            1024,
-            1040,
-            4,
-            4,
-            Precision::Bf16,
-            11,
-        );
+        // f32 F(4x4): 36 x 512 x 4 bytes per output channel, 35 MB for 480: two parts of 252
+        // and 228 channels (the second ends off a panel). bf16 F(2x2): 16 x 1024 x 2 bytes
+        // per output channel, 34 MB for 1040: two parts of 532 and 508.
+        let cases = [
+            (Variant::F4, Precision::F32, 512, 480, 36 * 4, 252),
+            (Variant::F2, Precision::Bf16, 1024, 1040, 16 * 2, 532),
+        ];
+        for (variant, precision, cin, cout, u_bytes_per_input, part) in cases {
+            assert_eq!(filter_part(u_bytes_per_input * cin, cout), part);
+            let plan = Plan::forced(variant, precision);
+            run(plan, 1, cin, cout, 4, 6, precision, 9);
+        }
         // Small filters stay whole.
         assert_eq!(filter_part(36 * 320 * 4, 320), 320);
     }
