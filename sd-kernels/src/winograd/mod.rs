@@ -43,18 +43,24 @@ use minimal::{Minimal, F2, F4, T_MAX};
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
 const CHUNK_FLOATS: usize = 8 << 20;
 
-/// Bytes of transformed filters U made at a time: U holds T² values for every 9 weights (in
-/// f32, 236 MB for a 1280 -> 1280 convolution in F(4x4, 3x3)), so a wide convolution makes
-/// it for a part of its output channels, runs their products, then makes the next part.
-/// Whole, U was fresh memory each call, and the blocks it left in the allocator's cache
-/// pushed out the activations' (page zeroing took 5.4% of a f32 512² UNet call).
-const FILTER_PART_BYTES: usize = 32 << 20;
+/// Bytes of each position's matrix in a part of the transformed filters U, at least: U holds
+/// T² values for every 9 weights (in f32, 236 MB for a 1280 -> 1280 convolution in F(4x4,
+/// 3x3)), so a wide convolution makes it for a part of its output channels, runs their
+/// products, then makes the next part. Whole, U was fresh memory each call, and the blocks it
+/// left in the allocator's cache pushed out the activations' (page zeroing took 5.4% of a
+/// f32 512² UNet call). At least a huge page per matrix, because the allocator keeps and cuts
+/// only such blocks: parts of at most 32 MiB (36 matrices of 0.8 MiB for 1280 f32 inputs)
+/// came from the system allocator, which gave each part's pages back and faulted them in
+/// again (criterion, f32 F(4x4) 1280 ch 16² x 2: 52 -> 119 ms).
+const FILTER_MATRIX_BYTES: usize = 2 << 20;
 
-/// Output channels per part of U (see [`FILTER_PART_BYTES`]) when each takes `line_bytes`:
-/// whole panels, in parts of near equal size, all of them (`cout`) when U is small.
-fn filter_part(line_bytes: usize, cout: usize) -> usize {
+/// Output channels per part of U (see [`FILTER_MATRIX_BYTES`]) when each takes
+/// `matrix_line_bytes` in each position's matrix: whole panels, parts of near equal size and
+/// at least that many bytes per matrix, all of them (`cout`) when U is small.
+fn filter_part(matrix_line_bytes: usize, cout: usize) -> usize {
     let panel = gemm::AVX512_LEFT_PANEL;
-    let parts = (line_bytes * cout).div_ceil(FILTER_PART_BYTES).max(1);
+    let min_lines = FILTER_MATRIX_BYTES.div_ceil(matrix_line_bytes.max(1));
+    let parts = (cout / min_lines).max(1);
     cout.div_ceil(parts).next_multiple_of(panel).min(cout)
 }
 
@@ -84,7 +90,7 @@ pub(crate) const NARROW_CHANNELS: usize = 320;
 /// cost that wide products repay on smaller images.
 ///
 /// Not f32: F(4x4, 3x3) of 1280 ch 16² x 2 alone beats direct (criterion 38.5 against
-/// 73.7 ms), but in a UNet call it lost, even with U made in parts ([`FILTER_PART_BYTES`]):
+/// 73.7 ms), but in a UNet call it lost, even with U made in parts ([`FILTER_MATRIX_BYTES`]):
 /// f32 512², 3 alternating rounds of 3 calls, min 7.82 / 7.50 / 7.21 s direct against
 /// 8.04 / 7.72 / 7.84 s (U is 4x the weights, read from memory by every position's product).
 pub(crate) const WIDE_CHANNELS: usize = 1280;
@@ -261,7 +267,7 @@ fn conv3x3_as<W: Minimal + Transforms>(
         Precision::F32 => 4,
         Precision::Bf16 => 2,
     };
-    let mut part = filter_part(positions * cin * value_bytes, cout);
+    let mut part = filter_part(cin * value_bytes, cout);
     if rows_per_chunk < rows_total {
         part = cout;
     }
@@ -888,20 +894,24 @@ mod tests {
 
     #[test]
     fn wide_convolutions_make_their_filters_in_parts() {
-        // f32 F(4x4): 36 x 512 x 4 bytes per output channel, 35 MB for 480: two parts of 252
-        // and 228 channels (the second ends off a panel). bf16 F(2x2): 16 x 1024 x 2 bytes
-        // per output channel, 34 MB for 1040: two parts of 532 and 508.
+        // f32 F(4x4), 2048 inputs: 8 KiB per line of each position's matrix, at least 256
+        // lines (2 MiB) per part: 540 outputs in parts of 280 and 260 (the second ends off a
+        // panel). bf16 F(2x2), 2048 inputs: 4 KiB per line, at least 512 lines: 1100 outputs
+        // in parts of 560 and 540; with 1024 inputs, 1040 outputs in one part, 2100 in two.
+        assert_eq!(filter_part(1024 * 2, 1040), 1040);
+        assert_eq!(filter_part(1024 * 2, 2100), 1050);
+        assert_eq!(filter_part(1280 * 4, 1280), 434);
         let cases = [
-            (Variant::F4, Precision::F32, 512, 480, 36 * 4, 252),
-            (Variant::F2, Precision::Bf16, 1024, 1040, 16 * 2, 532),
+            (Variant::F4, Precision::F32, 2048, 540, 4, 280),
+            (Variant::F2, Precision::Bf16, 2048, 1100, 2, 560),
         ];
-        for (variant, precision, cin, cout, u_bytes_per_input, part) in cases {
-            assert_eq!(filter_part(u_bytes_per_input * cin, cout), part);
+        for (variant, precision, cin, cout, value_bytes, part) in cases {
+            assert_eq!(filter_part(cin * value_bytes, cout), part);
             let plan = Plan::forced(variant, precision);
             run(plan, 1, cin, cout, 4, 6, precision, 9);
         }
         // Small filters stay whole.
-        assert_eq!(filter_part(36 * 320 * 4, 320), 320);
+        assert_eq!(filter_part(320 * 4, 320), 320);
     }
 
     #[test]
