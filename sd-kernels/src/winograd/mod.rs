@@ -84,15 +84,16 @@ pub(crate) const MIN_PIXELS_ON_TILES: usize = 16384;
 /// 0.90x, 512 ch 128² 0.80x, 640 ch 32² x 2 0.82x.
 pub(crate) const NARROW_CHANNELS: usize = 320;
 
-/// bf16 convolutions with at least this many input and output channels (an even number) on
-/// the bf16 dot-product kernel run Winograd from [`MIN_PIXELS_WIDE`] pixels: their
-/// transformed filters come straight from the packed weights ([`packed_filters`]), a fixed
-/// cost that wide products repay on smaller images.
+/// Convolutions with at least this many input and output channels (an even number) on the
+/// AVX-512 kernels (bf16 dot products, or f32) run Winograd from [`MIN_PIXELS_WIDE`] pixels:
+/// their transformed filters come straight from the packed weights ([`packed_filters`]), in
+/// parts ([`FILTER_MATRIX_BYTES`]), a fixed cost that wide products repay on smaller images.
 ///
-/// Not f32: F(4x4, 3x3) of 1280 ch 16² x 2 alone beats direct (criterion 38.5 against
-/// 73.7 ms), but in a UNet call it lost, even with U made in parts ([`FILTER_MATRIX_BYTES`]):
-/// f32 512², 3 alternating rounds of 3 calls, min 7.82 / 7.50 / 7.21 s direct against
-/// 8.04 / 7.72 / 7.84 s (U is 4x the weights, read from memory by every position's product).
+/// f32 (F(4x4, 3x3)) lost in a UNet call while U's parts came from the system allocator
+/// (f32 512², 3 alternating rounds of 3 calls, min 7.82 / 7.50 / 7.21 s direct against 8.04 /
+/// 7.72 / 7.84 s); with each part's matrices in kept huge-page blocks it wins: min 7.97 /
+/// 7.93 / 8.03 s direct against 7.04 / 7.10 / 7.63 s (criterion, 1280 ch 16² x 2: 75.6 ms
+/// direct, 45.5 ms F(4x4)).
 pub(crate) const WIDE_CHANNELS: usize = 1280;
 
 /// See [`WIDE_CHANNELS`]. Measured (bf16, 2 threads, AVX512-BF16 Zen 4; direct / F(2x2)):
@@ -168,7 +169,7 @@ pub(crate) fn worthwhile(
     let wide = cin >= WIDE_CHANNELS && cout >= WIDE_CHANNELS && cin.is_multiple_of(2);
     let min_pixels = if gemm::runs_on_tiles(precision, cin) {
         MIN_PIXELS_ON_TILES
-    } else if wide && precision == Precision::Bf16 && gemm::runs_on_avx512_panels(precision, cin) {
+    } else if wide && gemm::runs_on_avx512_panels(precision, cin) {
         MIN_PIXELS_WIDE
     } else {
         MIN_PIXELS
