@@ -11,7 +11,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// The huge page size (x86-64 and most aarch64 kernels).
-pub(super) const HUGE: usize = 2 << 20;
+pub(crate) const HUGE: usize = 2 << 20;
 
 /// Whether a block of `size` bytes comes from [`alloc`].
 pub(super) fn serves(size: usize) -> bool {

@@ -16,6 +16,10 @@
 
 mod huge;
 
+/// The size from which blocks come on huge pages and a cut is possible: users that want
+/// their buffers kept and reused (see the module docs) size them at least this large.
+pub(crate) use huge::HUGE;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -52,7 +52,7 @@ const CHUNK_FLOATS: usize = 8 << 20;
 /// only such blocks: parts of at most 32 MiB (36 matrices of 0.8 MiB for 1280 f32 inputs)
 /// came from the system allocator, which gave each part's pages back and faulted them in
 /// again (criterion, f32 F(4x4) 1280 ch 16² x 2: 52 -> 119 ms).
-const FILTER_MATRIX_BYTES: usize = 2 << 20;
+const FILTER_MATRIX_BYTES: usize = crate::alloc::HUGE;
 
 /// Output channels per part of U (see [`FILTER_MATRIX_BYTES`]) when each takes
 /// `matrix_line_bytes` in each position's matrix: whole panels, parts of near equal size and
@@ -268,10 +268,11 @@ fn conv3x3_as<W: Minimal + Transforms>(
         Precision::F32 => 4,
         Precision::Bf16 => 2,
     };
-    let mut part = filter_part(cin * value_bytes, cout);
-    if rows_per_chunk < rows_total {
-        part = cout;
-    }
+    let part = if rows_per_chunk < rows_total {
+        cout
+    } else {
+        filter_part(cin * value_bytes, cout)
+    };
     let whole = (part >= cout).then(|| Filters::of::<W>(weight, precision, order, cin, 0..cout));
     let mut v = output(positions * cin * max_tiles);
     let mut m = Unwritten::new(positions * cout * max_tiles);
@@ -296,11 +297,11 @@ fn conv3x3_as<W: Minimal + Transforms>(
             };
             let rows = outputs.len();
             // Rows `outputs` of every position's product ([e][cout][tiles]).
-            let mut parts: Vec<&mut [MaybeUninit<f32>]> = m
+            let mut m_rows: Vec<&mut [MaybeUninit<f32>]> = m
                 .chunks_mut(cout * tiles)
                 .map(|m_e| &mut m_e[outputs.start * tiles..outputs.end * tiles])
                 .collect();
-            parts.par_iter_mut().enumerate().for_each(|(e, m_e)| {
+            m_rows.par_iter_mut().enumerate().for_each(|(e, m_e)| {
                 let _tier = TierGuard::enter(isa);
                 let u_e = u.position(e, positions, cin, rows);
                 let v_e = Strided {
