@@ -244,6 +244,44 @@ pub(crate) unsafe fn interleave16(idx: __m512i, r0: *const f32, r1: *const f32, 
     _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi16(idx, both));
 }
 
+/// Writes two depth rows of a right operand, `r0` and `r1` (values of the same `n` lines), as
+/// one group of pairs in each of its bf16 pair panels (the layout of
+/// [`super::RightOperand::Bf16Pairs`]): `dst[p * panel_stride + 2 l + q]` = bf16 of line
+/// `32 p + l` of `[r0, r1][q]` (rounded to nearest even, as [`interleave_bf16`]), zero for the
+/// lines past `n` in the last panel.
+///
+/// # Safety
+/// The CPU has AVX-512 BF16; `r0` and `r1` have the same length `n`; `dst` holds
+/// `(n.div_ceil(32) - 1) * panel_stride + 64` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vl")]
+pub(crate) unsafe fn pair_rows_into_panels(
+    r0: &[f32],
+    r1: &[f32],
+    dst: *mut u16,
+    panel_stride: usize,
+) {
+    debug_assert_eq!(r0.len(), r1.len());
+    let n = r0.len();
+    let idx = pair_index();
+    for (p, l0) in (0..n).step_by(NR).enumerate() {
+        let out = dst.add(p * panel_stride);
+        for half in 0..2 {
+            let l = l0 + 16 * half;
+            let dst = out.add(32 * half);
+            if l + 16 <= n {
+                interleave16(idx, r0.as_ptr().add(l), r1.as_ptr().add(l), dst);
+            } else {
+                // The last panel's short end, zero-padded.
+                let (mut a, mut b) = ([0f32; 16], [0f32; 16]);
+                let from = l.min(n);
+                a[..n - from].copy_from_slice(&r0[from..]);
+                b[..n - from].copy_from_slice(&r1[from..]);
+                interleave16(idx, a.as_ptr(), b.as_ptr(), dst);
+            }
+        }
+    }
+}
+
 /// Packs one bf16 panel of `w` lines from f32 rows: line `l < lines` is `kc` values at
 /// `src + l * ld`; `dst[(g * w + l) * 2 + q]` = bf16 of value `2 g + q` of line `l` (rounded
 /// to nearest even), zero past `lines` or `kc`. The same panel as the portable packer, in one

@@ -147,8 +147,13 @@ unsafe fn serial<K: Kernel, A: Operand<K::Elem>, B: Operand<K::Elem>>(
     ldc: usize,
     epi: &Epilogue,
 ) {
-    // Prepacked B costs nothing to "pack": take all columns at once, so A is packed once.
-    let nc_blk = if b.is_prepacked() { n1 - n0 } else { K::NC };
+    // Prepacked B costs nothing to "pack": take all columns at once, so A is packed once. With
+    // A prepacked too, blocks of NC columns keep B's block in cache.
+    let nc_blk = if b.is_prepacked() && !a.is_prepacked() {
+        n1 - n0
+    } else {
+        K::NC
+    };
     let (kc_blk, mc_blk) = (K::KC, K::MC);
     SCRATCH.with(|cell| {
         let (a_scratch, b_scratch) = &mut *cell.borrow_mut();

@@ -547,9 +547,11 @@ pub(crate) enum RightOperand<'a, S: DepthRows> {
         lines: usize,
         depth: usize,
     },
-    /// One panel (at most [`BF16_PAIR_PANEL`] lines) already in the bf16 dot-product kernel's
-    /// packed layout, read in place: `data[64 g + 2 l + r]` = depth `2 g + r` of line `l`,
-    /// depth padded with zeros to even. Only for products on that kernel.
+    /// Panels of [`BF16_PAIR_PANEL`] lines already in the bf16 dot-product kernel's packed
+    /// layout, read in place: with `groups` = depth / 2 rounded up,
+    /// `data[(p * groups + g) * 64 + 2 l + r]` = depth `2 g + r` of line `32 p + l`, depth
+    /// padded with zeros to even, the last panel's missing lines with anything finite. Only for
+    /// products on that kernel.
     Bf16Pairs {
         data: &'a [u16],
         lines: usize,
@@ -629,9 +631,10 @@ pub(crate) fn matmul_with_source<S: DepthRows>(
         RightOperand::Mat(b) => dims(b, Side::Right, precision),
         RightOperand::Rows { lines, depth, .. } => (*lines, *depth),
         RightOperand::Bf16Pairs { data, lines, depth } => {
+            let panels = lines.div_ceil(BF16_PAIR_PANEL);
             assert!(
-                *lines <= BF16_PAIR_PANEL && data.len() >= depth.div_ceil(2) * 2 * BF16_PAIR_PANEL,
-                "matmul: bf16 pair panel too small"
+                data.len() >= panels * depth.div_ceil(2) * 2 * BF16_PAIR_PANEL,
+                "matmul: bf16 pair panels too small"
             );
             (*lines, *depth)
         }

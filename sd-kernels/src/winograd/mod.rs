@@ -21,12 +21,14 @@
 //! packed weights into packed panels ([`packed_filters`]); elsewhere it is written as f32 rows
 //! and packed by each product.
 //! Tiles are processed in chunks whose V and M fit [`CHUNK_FLOATS`], so scratch stays small
-//! at any image size. In f32 the result differs from the direct sum only by rounding (F(2, 3):
+//! at any image size. V goes to f32 rows that each product packs, or, for bf16 products on
+//! the dot-product kernel, straight into that kernel's packed pairs ([`transformed_inputs`]). In f32 the result differs from the direct sum only by rounding (F(2, 3):
 //! a few ulps of the largest terms; F(4, 3): about ten times that); in bf16 the transformed
 //! values are what is rounded, so bf16 weights take F(2, 3), whose transforms round least.
 
 mod minimal;
 mod packed_filters;
+mod transformed_inputs;
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -35,10 +37,11 @@ use rayon::prelude::*;
 
 use crate::conv::DepthOrder;
 use crate::cpu::{Isa, TierGuard};
-use crate::gemm::{self, Epilogue, MatOperand, PackedMatrix, Precision, Strided};
+use crate::gemm::{self, Epilogue, MatOperand, NoSource, PackedMatrix, Precision, Strided};
 use crate::input_map::InputMap;
-use crate::tensor::{output, taps_first_row, Unwritten};
+use crate::tensor::{taps_first_row, Unwritten};
 use minimal::{Minimal, F2, F4, T_MAX};
+use transformed_inputs::{TransformedInputs, VLayout};
 
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
 const CHUNK_FLOATS: usize = 8 << 20;
@@ -217,10 +220,30 @@ pub(crate) fn conv3x3(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let p = plan.products;
+    let layout = VLayout::of(plan.products, grid.cin);
+    conv3x3_laid_out(
+        plan, layout, weight, order, grid, input, map, bias, residual, out,
+    )
+}
+
+/// [`conv3x3`] with V stored in `layout` (the same numbers either way).
+#[allow(clippy::too_many_arguments)]
+fn conv3x3_laid_out(
+    plan: Plan,
+    layout: VLayout,
+    weight: &PackedMatrix,
+    order: DepthOrder,
+    grid: Grid,
+    input: &[f32],
+    map: &InputMap,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (p, l) = (plan.products, layout);
     match plan.variant {
-        Variant::F2 => conv3x3_as::<F2>(weight, p, order, grid, input, map, bias, residual, out),
-        Variant::F4 => conv3x3_as::<F4>(weight, p, order, grid, input, map, bias, residual, out),
+        Variant::F2 => conv3x3_as::<F2>(weight, p, l, order, grid, input, map, bias, residual, out),
+        Variant::F4 => conv3x3_as::<F4>(weight, p, l, order, grid, input, map, bias, residual, out),
     }
 }
 
@@ -228,6 +251,7 @@ pub(crate) fn conv3x3(
 fn conv3x3_as<W: Minimal + Transforms>(
     weight: &PackedMatrix,
     precision: Precision,
+    layout: VLayout,
     order: DepthOrder,
     grid: Grid,
     input: &[f32],
@@ -274,17 +298,14 @@ fn conv3x3_as<W: Minimal + Transforms>(
         filter_part(cin * value_bytes, cout)
     };
     let whole = (part >= cout).then(|| Filters::of::<W>(weight, precision, order, cin, 0..cout));
-    let mut v = output(positions * cin * max_tiles);
+    let mut v = TransformedInputs::new(layout, positions, cin, max_tiles);
     let mut m = Unwritten::new(positions * cout * max_tiles);
     let plane = h * w;
     for r0 in (0..rows_total).step_by(rows_per_chunk) {
         let r1 = (r0 + rows_per_chunk).min(rows_total);
         let tiles = (r1 - r0) * tw;
-        let v = &mut v[..positions * cin * tiles];
         let m = &mut m.slots()[..positions * cout * tiles];
-        v.par_chunks_mut(positions * tiles)
-            .enumerate()
-            .for_each(|(ci, dst)| W::input_tiles(input, map, &grid, ci, (r0, r1), dst));
+        let v = v.transform::<W>(input, map, &grid, (r0, r1), tiles);
         for c0 in (0..cout).step_by(part) {
             let outputs = c0..(c0 + part).min(cout);
             let made;
@@ -304,16 +325,10 @@ fn conv3x3_as<W: Minimal + Transforms>(
             m_rows.par_iter_mut().enumerate().for_each(|(e, m_e)| {
                 let _tier = TierGuard::enter(isa);
                 let u_e = u.position(e, positions, cin, rows);
-                let v_e = Strided {
-                    data: &v[e * tiles..],
-                    lines: tiles,
-                    depth: cin,
-                    line_stride: 1,
-                    depth_stride: positions * tiles,
-                };
-                gemm::matmul_unwritten(
+                let v_e = v.position(e);
+                gemm::matmul_with_source::<NoSource>(
                     u_e,
-                    MatOperand::Strided(v_e),
+                    v_e,
                     m_e,
                     tiles,
                     &Epilogue::NONE,
@@ -962,6 +977,87 @@ mod tests {
                 out
             };
             assert_eq!(conv(&x, &map), conv(&mapped, &identity), "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn bf16_pairs_of_v_give_the_products_of_f32_rows_bit_for_bit() {
+        if VLayout::of(Precision::Bf16, 64) != VLayout::Bf16Pairs {
+            eprintln!("skipped: no bf16 dot-product kernel on this CPU");
+            return;
+        }
+        // Odd channel counts (a zero channel completes the last pair), tiles that end off a
+        // panel of 32, one tile, several chunks of tiles (2 x 512 channels x 66²: 16 * 512 *
+        // 33 values per tile row in F(2x2), 31 rows per chunk, so chunks end inside images),
+        // and a mapped input (GroupNorm + SiLU + upsampling, read as the transform goes).
+        let cases = [
+            (2, 64, 48, 16, 16, false),
+            (1, 33, 20, 9, 13, false),
+            (1, 7, 16, 1, 1, false),
+            (2, 512, 16, 66, 66, false),
+            (2, 96, 40, 18, 14, true),
+        ];
+        for (i, &(b, cin, cout, h, w, mapped)) in cases.iter().enumerate() {
+            let seed = 300 + 10 * i as u64;
+            let (hs, ws) = if mapped { (h / 2, w / 2) } else { (h, w) };
+            let x = rand(&[b, cin, hs, ws], seed);
+            let wt = rand(&[cout, cin, 3, 3], seed + 1);
+            let bias = rand(&[b, cout], seed + 2)
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let map = match mapped {
+                false => InputMap::identity(),
+                true => InputMap {
+                    affine: Some(crate::ChannelAffine {
+                        scale: (0..b * cin).map(|i| 0.5 + 0.01 * (i % 50) as f32).collect(),
+                        shift: (0..b * cin).map(|i| 0.02 * (i % 9) as f32 - 0.1).collect(),
+                    }),
+                    silu: true,
+                    upsample: true,
+                },
+            };
+            let packed = with_f32("test", &wt, |d| {
+                PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, Precision::Bf16)
+            })
+            .unwrap();
+            let grid = Grid {
+                batch: b,
+                cin,
+                cout,
+                h,
+                w,
+            };
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for variant in [Variant::F2, Variant::F4] {
+                let conv = |layout| {
+                    let mut out = vec![0f32; b * cout * h * w];
+                    conv3x3_laid_out(
+                        Plan::forced(variant, Precision::Bf16),
+                        layout,
+                        &packed,
+                        DepthOrder::ChannelMajor,
+                        grid,
+                        &xs,
+                        &map,
+                        Some(&bias),
+                        None,
+                        &mut out,
+                    );
+                    out
+                };
+                let (rows, pairs) = (conv(VLayout::Rows), conv(VLayout::Bf16Pairs));
+                assert!(rows.iter().all(|v| v.is_finite()));
+                let same = rows
+                    .iter()
+                    .zip(&pairs)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{variant:?} b{b} {cin}->{cout} {h}x{w} mapped {mapped}"
+                );
+            }
         }
     }
 }
