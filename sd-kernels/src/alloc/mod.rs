@@ -94,6 +94,22 @@ static LIMIT: AtomicUsize = AtomicUsize::new(0);
 /// Live [`Uncached`] guards: while any is alive, freed blocks go straight back to the system.
 static UNCACHED: AtomicUsize = AtomicUsize::new(0);
 
+/// 0 = no [`Limited`] guard alive; else the bytes the innermost one allows + 1.
+static SCOPED_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// While alive, the cache keeps fewer bytes (see [`CachingAllocator::limited`]).
+#[must_use = "the limit is lifted when the guard is dropped"]
+pub struct Limited {
+    /// The scoped limit before this guard (restored when it drops).
+    previous: usize,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        SCOPED_LIMIT.store(self.previous, Ordering::Relaxed);
+    }
+}
+
 /// While alive, freed blocks are not kept (see [`CachingAllocator::uncached`]).
 #[must_use = "caching resumes when the guard is dropped"]
 pub struct Uncached(());
@@ -111,8 +127,17 @@ impl Drop for Uncached {
 pub struct CachingAllocator;
 
 impl CachingAllocator {
-    /// Bytes of freed blocks kept at most.
+    /// Bytes of freed blocks kept at most (the lower of the process limit and that of a live
+    /// [`Limited`] guard).
     pub fn limit() -> usize {
+        match SCOPED_LIMIT.load(Ordering::Relaxed) {
+            0 => Self::process_limit(),
+            n => Self::process_limit().min(n - 1),
+        }
+    }
+
+    /// The limit for the whole process.
+    fn process_limit() -> usize {
         match LIMIT.load(Ordering::Relaxed) {
             0 => {
                 // Reading the environment does not allocate through this allocator's cache
@@ -163,6 +188,17 @@ impl CachingAllocator {
     pub fn uncached() -> Uncached {
         UNCACHED.fetch_add(1, Ordering::Relaxed);
         Uncached(())
+    }
+
+    /// Keeps at most `bytes` of freed blocks (or the process limit, if lower) until the guard
+    /// is dropped: for work that repeats a few sizes among many larger ones that never come
+    /// back, such as a VAE decode, whose convolutions each ask for the same Winograd buffers
+    /// while its activations are too large to keep. Blocks beyond it go back to the system as
+    /// blocks are next freed. Guards are meant for one thread's phases and nest.
+    pub fn limited(bytes: usize) -> Limited {
+        Limited {
+            previous: SCOPED_LIMIT.swap(bytes + 1, Ordering::Relaxed),
+        }
     }
 
     /// Returns every cached block to the system (e.g. between jobs that use other sizes).
@@ -325,7 +361,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lower_limit_gives_kept_blocks_back() {
+    fn lower_limits_give_kept_blocks_back_and_scoped_ones_end_with_their_guard() {
         // This test binary does not install the allocator, so only these calls use its cache.
         let layout = Layout::from_size_align(4 << 20, 64).unwrap();
         let before = CachingAllocator::cached_bytes();
@@ -347,6 +383,27 @@ mod tests {
         assert_eq!(CachingAllocator::limit(), before + (4 << 20));
         CachingAllocator::release_all();
         assert_eq!(CachingAllocator::cached_bytes(), 0);
+        // A scoped limit holds while its guard lives; nested guards end in turn; one above the
+        // process limit changes nothing.
+        {
+            let _outer = CachingAllocator::limited(1 << 20);
+            assert_eq!(CachingAllocator::limit(), 1 << 20);
+            {
+                let _inner = CachingAllocator::limited(0);
+                assert_eq!(CachingAllocator::limit(), 0);
+                // SAFETY: freed through the same allocator with the same layout.
+                unsafe {
+                    let a = CachingAllocator.alloc(layout);
+                    assert!(!a.is_null());
+                    CachingAllocator.dealloc(a, layout);
+                }
+                assert_eq!(CachingAllocator::cached_bytes(), 0, "kept under a 0 limit");
+            }
+            assert_eq!(CachingAllocator::limit(), 1 << 20);
+        }
+        assert_eq!(CachingAllocator::limit(), before + (4 << 20));
+        let _above = CachingAllocator::limited(1 << 40);
+        assert_eq!(CachingAllocator::limit(), before + (4 << 20));
     }
 
     #[test]
