@@ -9,7 +9,6 @@ use crate::gemm::{
     self, AlignedBuf, MatOperand, NoSource, Precision, RightOperand, Strided, BF16_PAIR_PANEL,
 };
 use crate::input_map::InputMap;
-use crate::tensor::output;
 
 /// How V is stored for the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +38,8 @@ pub(super) struct TransformedInputs {
     positions: usize,
     cin: usize,
     max_tiles: usize,
-    rows: Vec<f32>,
-    pairs: AlignedBuf,
+    /// f32 rows, or bf16 pairs as u16 (see [`VLayout`]).
+    values: AlignedBuf,
 }
 
 /// V of one chunk, as [`TransformedInputs::transform`] wrote it.
@@ -69,17 +68,19 @@ impl TransformedInputs {
             positions,
             cin,
             max_tiles,
-            rows: Vec::new(),
-            pairs: AlignedBuf::new(),
+            values: AlignedBuf::new(),
         };
-        match layout {
-            VLayout::Rows => v.rows = output(positions * cin * max_tiles),
-            // SAFETY: each chunk's transform writes all of the pairs its products read.
-            VLayout::Bf16Pairs => {
-                v.pairs =
-                    unsafe { AlignedBuf::unwritten::<u16>(positions * v.pair_stride(max_tiles)) }
+        // SAFETY: each chunk's transform writes all of the values its products read. Not
+        // zeroed: a block the allocator reuses would be cleared for nothing (up to 32 MiB a
+        // convolution).
+        v.values = unsafe {
+            match layout {
+                VLayout::Rows => AlignedBuf::unwritten::<f32>(positions * cin * max_tiles),
+                VLayout::Bf16Pairs => {
+                    AlignedBuf::unwritten::<u16>(positions * v.pair_stride(max_tiles))
+                }
             }
-        }
+        };
         v
     }
 
@@ -105,7 +106,7 @@ impl TransformedInputs {
         );
         match self.layout {
             VLayout::Rows => {
-                let v = &mut self.rows[..positions * cin * tiles];
+                let v = self.values.slice_mut::<f32>(positions * cin * tiles);
                 v.par_chunks_mut(positions * tiles)
                     .enumerate()
                     .for_each(|(ci, dst)| W::input_tiles(input, map, grid, ci, rows, dst));
@@ -120,7 +121,7 @@ impl TransformedInputs {
                 let stride = self.pair_stride(tiles);
                 let groups = cin.div_ceil(2);
                 let max_tiles = self.max_tiles;
-                let pairs = self.pairs.slice_mut::<u16>(positions * stride);
+                let pairs = self.values.slice_mut::<u16>(positions * stride);
                 let dst = SharedOut(pairs.as_mut_ptr());
                 // Channels 2g and 2g + 1 as f32 rows in scratch, then as group g of every
                 // position's panels.
