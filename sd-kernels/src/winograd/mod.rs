@@ -87,21 +87,38 @@ pub(crate) const MIN_PIXELS_ON_TILES: usize = 16384;
 /// 0.90x, 512 ch 128² 0.80x, 640 ch 32² x 2 0.82x.
 pub(crate) const NARROW_CHANNELS: usize = 320;
 
-/// Convolutions with at least this many input and output channels (an even number) on the
-/// AVX-512 kernels (bf16 dot products, or f32) run Winograd from [`MIN_PIXELS_WIDE`] pixels:
-/// their transformed filters come straight from the packed weights ([`packed_filters`]), in
-/// parts ([`FILTER_MATRIX_BYTES`]), a fixed cost that wide products repay on smaller images.
+/// Convolutions this wide (see [`is_wide`]) on the AVX-512 kernels (bf16 dot products, or
+/// f32) run Winograd from [`MIN_PIXELS_WIDE`] pixels: their transformed filters come straight
+/// from the packed weights ([`packed_filters`]), in parts ([`FILTER_MATRIX_BYTES`]), a fixed
+/// cost that wide products repay on smaller images.
 ///
-/// f32 (F(4x4, 3x3)) lost in a UNet call while U's parts came from the system allocator
-/// (f32 512², 3 alternating rounds of 3 calls, min 7.82 / 7.50 / 7.21 s direct against 8.04 /
-/// 7.72 / 7.84 s); with each part's matrices in kept huge-page blocks it wins: min 7.97 /
-/// 7.93 / 8.03 s direct against 7.04 / 7.10 / 7.63 s (criterion, 1280 ch 16² x 2: 75.6 ms
-/// direct, 45.5 ms F(4x4)).
-pub(crate) const WIDE_CHANNELS: usize = 1280;
+/// f32 (F(4x4, 3x3)): both channel counts at least this. Measured (2 threads, Zen 4, min of
+/// 15-20; direct / F(4x4)): at 512 pixels 640 -> 640 18.1 / 12.3 ms, 1280 -> 640 37.2 / 23.9,
+/// 960 -> 640 26.9 / 16.4, 640 -> 1280 35.2 / 21.8, 1920 -> 640 53.4 / 32.0 (a 256² UNet's
+/// 16² level), 1280 -> 1280 75.6 / 45.5 (criterion); 512 -> 512 at 32² x 1 (a 256² VAE
+/// decode) 22.5 / 10.7 ms; but 320 -> 640 at 512 pixels 9.1 / 14.6 ms.
+pub(crate) const WIDE_F32_CHANNELS: usize = 512;
 
-/// See [`WIDE_CHANNELS`]. Measured (bf16, 2 threads, AVX512-BF16 Zen 4; direct / F(2x2)):
-/// 1280 ch 16² x 2 (512 pixels): 41.9 / 29.6 ms; but 1280 ch 8² x 2: 9.7 / 12.8 ms, and 640
-/// ch 16² x 2: 11.2 / 15.1 ms.
+/// bf16 (F(2x2, 3x3)): both channel counts at least this. Alone, narrower convolutions
+/// also run faster in F(2x2) at 512 pixels (direct / F(2x2): 960 -> 640 14.5 / 10.9 ms,
+/// 1280 -> 640 19.3 / 15.9, 640 -> 1280 19.0 / 16.0, 1920 -> 640 29.0 / 21.9; not 640 -> 640,
+/// 9.8 / 12.2), but a bf16 256² UNet call that ran those in F(2x2) was slower (3 alternating
+/// rounds, min 1.037 / 1.072 / 1.074 s -> 1.064 / 1.083 / 1.117 s).
+pub(crate) const WIDE_BF16_CHANNELS: usize = 1280;
+
+/// Whether a `cin -> cout` convolution with `precision` products counts as wide (see
+/// [`WIDE_F32_CHANNELS`], [`WIDE_BF16_CHANNELS`]); an odd `cin` never does.
+fn is_wide(precision: Precision, cin: usize, cout: usize) -> bool {
+    let least = match precision {
+        Precision::F32 => WIDE_F32_CHANNELS,
+        Precision::Bf16 => WIDE_BF16_CHANNELS,
+    };
+    cin.is_multiple_of(2) && cin.min(cout) >= least
+}
+
+/// See [`WIDE_F32_CHANNELS`]. Below it even the widest convolutions lose: bf16 1280 ch 8² x 2
+/// (128 pixels) 9.3 ms direct / 12.6 ms F(2x2), f32 17.6 / 37.8 ms F(4x4); 512 ch 16² x 1
+/// (256 pixels) f32 5.9 / 6.6 ms.
 pub(crate) const MIN_PIXELS_WIDE: usize = 512;
 
 /// Channel counts below this stay direct (e.g. a UNet's 4-channel conv_in and conv_out).
@@ -169,7 +186,7 @@ pub(crate) fn worthwhile(
     precision: Precision,
 ) -> bool {
     // The transformed products have depth cin.
-    let wide = cin >= WIDE_CHANNELS && cout >= WIDE_CHANNELS && cin.is_multiple_of(2);
+    let wide = is_wide(precision, cin, cout);
     let min_pixels = if gemm::runs_on_tiles(precision, cin) {
         MIN_PIXELS_ON_TILES
     } else if wide && gemm::runs_on_avx512_panels(precision, cin) {
