@@ -253,6 +253,7 @@ impl Conv2d {
                 with_f32_opt("conv2d", residual, |rs| {
                     winograd::conv3x3(
                         plan,
+                        None,
                         &self.weight,
                         self.order,
                         grid,

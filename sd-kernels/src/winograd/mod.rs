@@ -41,7 +41,8 @@ use crate::gemm::{self, Epilogue, MatOperand, NoSource, PackedMatrix, Precision,
 use crate::input_map::InputMap;
 use crate::tensor::{taps_first_row, Unwritten};
 use minimal::{Minimal, F2, F4, T_MAX};
-use transformed_inputs::{TransformedInputs, VLayout};
+use transformed_inputs::TransformedInputs;
+pub(crate) use transformed_inputs::VLayout;
 
 /// Values of V (and of M) held at most per chunk of tiles: 8 Mi f32, 32 MiB each.
 const CHUNK_FLOATS: usize = 8 << 20;
@@ -221,13 +222,15 @@ impl Grid {
 
 /// `out[b, co] = conv3x3(map(input))[b, co] + bias[b * cout + co] + residual[b, co]` for the
 /// `[batch, cin, h, w]` image that `map` reads from `input` (its source), with the weights
-/// `[cout, cin * 9]` packed as a left operand.
+/// `[cout, cin * 9]` packed as a left operand. V is stored as `layout` says (the same numbers
+/// either way), or, for `None`, as the products read it fastest.
 ///
 /// # Panics
 /// When the slices do not have the grid's sizes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3(
     plan: Plan,
+    layout: Option<VLayout>,
     weight: &PackedMatrix,
     order: DepthOrder,
     grid: Grid,
@@ -237,27 +240,10 @@ pub(crate) fn conv3x3(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let layout = VLayout::of(plan.products, grid.cin);
-    conv3x3_laid_out(
-        plan, layout, weight, order, grid, input, map, bias, residual, out,
-    )
-}
-
-/// [`conv3x3`] with V stored in `layout` (the same numbers either way).
-#[allow(clippy::too_many_arguments)]
-fn conv3x3_laid_out(
-    plan: Plan,
-    layout: VLayout,
-    weight: &PackedMatrix,
-    order: DepthOrder,
-    grid: Grid,
-    input: &[f32],
-    map: &InputMap,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let (p, l) = (plan.products, layout);
+    let (p, l) = (
+        plan.products,
+        layout.unwrap_or(VLayout::of(plan.products, grid.cin)),
+    );
     match plan.variant {
         Variant::F2 => conv3x3_as::<F2>(weight, p, l, order, grid, input, map, bias, residual, out),
         Variant::F4 => conv3x3_as::<F4>(weight, p, l, order, grid, input, map, bias, residual, out),
@@ -821,6 +807,28 @@ mod tests {
     use crate::test_util::{rand, rel_l2};
     use candle_core::{DType, Device, Tensor};
 
+    /// `wt` `[cout, cin, 3, 3]` packed as the left operand of `precision` products.
+    fn packed_weights(wt: &Tensor, precision: Precision) -> PackedMatrix {
+        let (cout, cin) = (wt.dims()[0], wt.dims()[1]);
+        with_f32("test", wt, |d| {
+            PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, precision)
+        })
+        .unwrap()
+    }
+
+    /// A GroupNorm-like affine map with SiLU and 2x upsampling, for `b` images of `cin`
+    /// channels.
+    fn norm_silu_upsample(b: usize, cin: usize) -> InputMap {
+        InputMap {
+            affine: Some(crate::ChannelAffine {
+                scale: (0..b * cin).map(|i| 0.5 + 0.01 * (i % 50) as f32).collect(),
+                shift: (0..b * cin).map(|i| 0.02 * (i % 9) as f32 - 0.1).collect(),
+            }),
+            silu: true,
+            upsample: true,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run(
         plan: Plan,
@@ -849,10 +857,7 @@ mod tests {
             .unwrap()
             .add(&res)
             .unwrap();
-        let packed = with_f32("test", &wt, |d| {
-            PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, precision)
-        })
-        .unwrap();
+        let packed = packed_weights(&wt, precision);
         let grid = Grid {
             batch: b,
             cin,
@@ -866,6 +871,7 @@ mod tests {
         let rs = res.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         conv3x3(
             plan,
+            None,
             &packed,
             DepthOrder::ChannelMajor,
             grid,
@@ -954,21 +960,11 @@ mod tests {
         // equal to the convolution of the mapped image.
         let (b, cin, cout, hs, ws) = (2, 512, 16, 33, 33);
         let x = rand(&[b, cin, hs, ws], 17);
-        let map = InputMap {
-            affine: Some(crate::ChannelAffine {
-                scale: (0..b * cin).map(|i| 0.5 + 0.01 * (i % 50) as f32).collect(),
-                shift: (0..b * cin).map(|i| 0.02 * (i % 9) as f32 - 0.1).collect(),
-            }),
-            silu: true,
-            upsample: true,
-        };
+        let map = norm_silu_upsample(b, cin);
         let mapped = map.apply(&x).unwrap();
         let wt = rand(&[cout, cin, 3, 3], 18);
         for variant in [Variant::F2, Variant::F4] {
-            let packed = with_f32("test", &wt, |d| {
-                PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, Precision::F32)
-            })
-            .unwrap();
+            let packed = packed_weights(&wt, Precision::F32);
             let grid = Grid {
                 batch: b,
                 cin,
@@ -982,6 +978,7 @@ mod tests {
                 let xs = input.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 conv3x3(
                     Plan::forced(variant, Precision::F32),
+                    None,
                     &packed,
                     DepthOrder::ChannelMajor,
                     grid,
@@ -1026,19 +1023,9 @@ mod tests {
                 .unwrap();
             let map = match mapped {
                 false => InputMap::identity(),
-                true => InputMap {
-                    affine: Some(crate::ChannelAffine {
-                        scale: (0..b * cin).map(|i| 0.5 + 0.01 * (i % 50) as f32).collect(),
-                        shift: (0..b * cin).map(|i| 0.02 * (i % 9) as f32 - 0.1).collect(),
-                    }),
-                    silu: true,
-                    upsample: true,
-                },
+                true => norm_silu_upsample(b, cin),
             };
-            let packed = with_f32("test", &wt, |d| {
-                PackedMatrix::pack(Strided::rows(d, cout, cin * 9), Side::Left, Precision::Bf16)
-            })
-            .unwrap();
+            let packed = packed_weights(&wt, Precision::Bf16);
             let grid = Grid {
                 batch: b,
                 cin,
@@ -1050,9 +1037,9 @@ mod tests {
             for variant in [Variant::F2, Variant::F4] {
                 let conv = |layout| {
                     let mut out = vec![0f32; b * cout * h * w];
-                    conv3x3_laid_out(
+                    conv3x3(
                         Plan::forced(variant, Precision::Bf16),
-                        layout,
+                        Some(layout),
                         &packed,
                         DepthOrder::ChannelMajor,
                         grid,

@@ -12,7 +12,7 @@ use crate::input_map::InputMap;
 
 /// How V is stored for the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum VLayout {
+pub(crate) enum VLayout {
     /// f32, `[cin][T²][tiles]`, packed by each product (any kernel).
     Rows,
     /// For each position, the bf16 dot-product kernel's packed right operand
