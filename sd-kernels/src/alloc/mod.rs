@@ -91,32 +91,33 @@ impl Cache {
 /// 0 = not read yet; else the byte limit + 1.
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
 
-/// Live [`Uncached`] guards: while any is alive, freed blocks go straight back to the system.
+/// Live guards that keep nothing ([`CachingAllocator::uncached`], a zero
+/// [`CachingAllocator::limited`], or a limit that found no free slot in [`SCOPED`]).
 static UNCACHED: AtomicUsize = AtomicUsize::new(0);
 
-/// 0 = no [`Limited`] guard alive; else the bytes the innermost one allows + 1.
-static SCOPED_LIMIT: AtomicUsize = AtomicUsize::new(0);
+/// Live [`Limited`] guards at most, beyond those that keep nothing (the public docs of
+/// [`CachingAllocator::limited`] name this number).
+const SCOPED_SLOTS: usize = 16;
 
-/// While alive, the cache keeps fewer bytes (see [`CachingAllocator::limited`]).
+/// Each live [`Limited`] guard's bytes + 1 in a slot of its own (0 = free): the limit is the
+/// lowest of them, whatever order guards on different threads are dropped in.
+static SCOPED: [AtomicUsize; SCOPED_SLOTS] = [const { AtomicUsize::new(0) }; SCOPED_SLOTS];
+
+/// While alive, the cache keeps fewer bytes, or none (see [`CachingAllocator::limited`]).
 #[must_use = "the limit is lifted when the guard is dropped"]
 pub struct Limited {
-    /// The scoped limit before this guard (restored when it drops).
-    previous: usize,
+    /// Its slot in [`SCOPED`], or `None`: counted in [`UNCACHED`].
+    slot: Option<usize>,
 }
 
 impl Drop for Limited {
     fn drop(&mut self) {
-        SCOPED_LIMIT.store(self.previous, Ordering::Relaxed);
-    }
-}
-
-/// While alive, freed blocks are not kept (see [`CachingAllocator::uncached`]).
-#[must_use = "caching resumes when the guard is dropped"]
-pub struct Uncached(());
-
-impl Drop for Uncached {
-    fn drop(&mut self) {
-        UNCACHED.fetch_sub(1, Ordering::Relaxed);
+        match self.slot {
+            Some(i) => SCOPED[i].store(0, Ordering::Relaxed),
+            None => {
+                UNCACHED.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -127,13 +128,16 @@ impl Drop for Uncached {
 pub struct CachingAllocator;
 
 impl CachingAllocator {
-    /// Bytes of freed blocks kept at most (the lower of the process limit and that of a live
-    /// [`Limited`] guard).
+    /// Bytes of freed blocks kept at most (the lowest of the process limit and those of the
+    /// live [`Limited`] guards).
     pub fn limit() -> usize {
-        match SCOPED_LIMIT.load(Ordering::Relaxed) {
-            0 => Self::process_limit(),
-            n => Self::process_limit().min(n - 1),
+        if UNCACHED.load(Ordering::Relaxed) > 0 {
+            return 0;
         }
+        SCOPED
+            .iter()
+            .filter_map(|slot| slot.load(Ordering::Relaxed).checked_sub(1))
+            .fold(Self::process_limit(), usize::min)
     }
 
     /// The limit for the whole process.
@@ -158,7 +162,7 @@ impl CachingAllocator {
     /// gives back kept blocks beyond it: for runs that put memory before speed, such as
     /// sd-pipeline's low-memory mode (each cached MiB is a MiB of peak memory).
     pub fn cap_limit(bytes: usize) {
-        if bytes >= Self::limit() {
+        if bytes >= Self::process_limit() {
             return;
         }
         LIMIT.store(bytes + 1, Ordering::Relaxed);
@@ -185,20 +189,29 @@ impl CachingAllocator {
     /// Stops keeping freed blocks until the guard is dropped (blocks already kept stay), for
     /// work whose sizes never repeat, such as loading weights: every freed read buffer would
     /// otherwise sit in the cache, up to the limit, on top of the packed weights.
-    pub fn uncached() -> Uncached {
-        UNCACHED.fetch_add(1, Ordering::Relaxed);
-        Uncached(())
+    pub fn uncached() -> Limited {
+        Self::limited(0)
     }
 
     /// Keeps at most `bytes` of freed blocks (or the process limit, if lower) until the guard
     /// is dropped: for work that repeats a few sizes among many larger ones that never come
     /// back, such as a VAE decode, whose convolutions each ask for the same Winograd buffers
     /// while its activations are too large to keep. Blocks beyond it go back to the system as
-    /// blocks are next freed. Guards are meant for one thread's phases and nest.
+    /// blocks are next freed. With several guards alive (nested, or on other threads) the
+    /// lowest limit holds; past 16 live guards, a new one keeps nothing.
     pub fn limited(bytes: usize) -> Limited {
-        Limited {
-            previous: SCOPED_LIMIT.swap(bytes + 1, Ordering::Relaxed),
+        let free_slot = (bytes > 0)
+            .then(|| {
+                SCOPED.iter().position(|slot| {
+                    slot.compare_exchange(0, bytes + 1, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                })
+            })
+            .flatten();
+        if free_slot.is_none() {
+            UNCACHED.fetch_add(1, Ordering::Relaxed);
         }
+        Limited { slot: free_slot }
     }
 
     /// Returns every cached block to the system (e.g. between jobs that use other sizes).
@@ -325,9 +338,6 @@ unsafe impl GlobalAlloc for CachingAllocator {
         }
         let size = layout.size();
         let limit = Self::limit();
-        if UNCACHED.load(Ordering::Relaxed) > 0 {
-            return free(ptr, size);
-        }
         if size > limit {
             return free(ptr, size);
         }
@@ -402,6 +412,19 @@ mod tests {
             assert_eq!(CachingAllocator::limit(), 1 << 20);
         }
         assert_eq!(CachingAllocator::limit(), before + (4 << 20));
+        // Guards dropped out of order (as on two threads): the lowest live one holds, and none
+        // is left behind.
+        let first = CachingAllocator::limited(1 << 20);
+        let second = CachingAllocator::limited(2 << 20);
+        assert_eq!(CachingAllocator::limit(), 1 << 20);
+        drop(first);
+        assert_eq!(CachingAllocator::limit(), 2 << 20);
+        drop(second);
+        assert_eq!(CachingAllocator::limit(), before + (4 << 20));
+        {
+            let _none = CachingAllocator::uncached();
+            assert_eq!(CachingAllocator::limit(), 0);
+        }
         let _above = CachingAllocator::limited(1 << 40);
         assert_eq!(CachingAllocator::limit(), before + (4 << 20));
     }
