@@ -22,9 +22,10 @@
 //! and packed by each product.
 //! Tiles are processed in chunks whose V and M fit [`CHUNK_FLOATS`], so scratch stays small
 //! at any image size. V goes to f32 rows that each product packs, or, for bf16 products on
-//! the dot-product kernel, straight into that kernel's packed pairs ([`transformed_inputs`]). In f32 the result differs from the direct sum only by rounding (F(2, 3):
-//! a few ulps of the largest terms; F(4, 3): about ten times that); in bf16 the transformed
-//! values are what is rounded, so bf16 weights take F(2, 3), whose transforms round least.
+//! the dot-product kernel, straight into that kernel's packed pairs ([`transformed_inputs`]).
+//! In f32 the result differs from the direct sum only by rounding (F(2, 3): a few ulps of the
+//! largest terms; F(4, 3): about ten times that); in bf16 the transformed values are what is
+//! rounded, so bf16 weights take F(2, 3), whose transforms round least.
 
 mod minimal;
 mod packed_filters;
